@@ -1,0 +1,353 @@
+//! `cargo xtask`: set-up, tests and the demo, each in one command.
+//!
+//! `setup` installs what is missing (the pinned nightly with rust-src,
+//! bpf-linker built against that nightly's own LLVM, Debian packages the
+//! tests use) and does nothing when everything is there. `test` and `demo`
+//! run `setup` first, so each works on a fresh machine.
+
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+
+/// bpf-linker release that `setup` builds (its `llvm-<major>` features
+/// name the LLVM it links; the major comes from the pinned nightly).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Debian packages the test suite uses: bpftool (prove nothing stays
+/// attached), tmux (drive the TUI end to end).
+const APT_PACKAGES: &[&str] = &["bpftool", "tmux"];
+/// Set to 1 to let non-root runs skip the kernel tests (never in CI).
+const SKIP_ROOT_ENV: &str = "ZCTRACE_SKIP_ROOT_TESTS";
+
+#[derive(Parser)]
+#[command(about = "zctrace developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (no-op when all is there).
+    Setup,
+    /// Run the whole test suite: fmt, clippy (userspace and eBPF), unit
+    /// tests and the root-only kernel tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build zctrace (release) and run `zctrace demo` with these arguments.
+    Demo {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Setup => setup().map(|_| ()),
+        Cmd::Test { args } => test(&args),
+        Cmd::Demo { args } => demo(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The nightly pinned in zctrace-ebpf/rust-toolchain.toml.
+fn pinned_nightly() -> Result<String> {
+    let file = workspace_root().join("zctrace-ebpf/rust-toolchain.toml");
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("channel"))
+        .and_then(|rest| rest.split('"').nth(1))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("no channel = \"...\" in {}", file.display()))
+}
+
+fn home() -> Result<PathBuf> {
+    env::var_os("HOME")
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow!("HOME is not set"))
+}
+
+/// PATH with cargo's bin directory in front (bpf-linker lands there).
+fn path_with_cargo_bin() -> Result<OsString> {
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .map_or_else(|| home().map(|h| h.join(".cargo")), Ok)?;
+    let mut paths = vec![cargo_home.join("bin")];
+    paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+    Ok(env::join_paths(paths)?)
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn setup() -> Result<String> {
+    let started = Instant::now();
+    let nightly = pinned_nightly()?;
+    ensure_nightly(&nightly)?;
+    ensure_bpf_linker(&nightly)?;
+    ensure_apt_packages()?;
+    eprintln!(
+        "xtask: setup complete ({nightly}, bpf-linker, {}) in {:.1}s",
+        APT_PACKAGES.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(nightly)
+}
+
+fn ensure_nightly(nightly: &str) -> Result<()> {
+    const COMPONENTS: &[&str] = &["rust-src", "clippy", "rustfmt"];
+    let installed = output(Command::new("rustup").args(["toolchain", "list"]))?;
+    let have_toolchain = installed.lines().any(|l| l.starts_with(nightly));
+    if have_toolchain {
+        let comps = output(Command::new("rustup").args([
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            nightly,
+        ]))?;
+        let missing: Vec<&str> = COMPONENTS
+            .iter()
+            .copied()
+            .filter(|c| {
+                !comps
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{c}-")) || l == *c)
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        eprintln!("xtask: adding {} to {nightly}", missing.join(", "));
+        let mut cmd = Command::new("rustup");
+        cmd.args(["component", "add", "--toolchain", nightly])
+            .args(&missing);
+        return run(&mut cmd);
+    }
+    eprintln!("xtask: installing toolchain {nightly} (for the eBPF build)");
+    let mut cmd = Command::new("rustup");
+    cmd.args(["toolchain", "install", nightly, "--profile", "minimal"]);
+    for c in COMPONENTS {
+        cmd.args(["--component", c]);
+    }
+    run(&mut cmd)
+}
+
+fn ensure_bpf_linker(nightly: &str) -> Result<()> {
+    let path = path_with_cargo_bin()?;
+    let found = Command::new("bpf-linker")
+        .arg("--version")
+        .env("PATH", &path)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Ok(());
+    }
+    // bpf-linker links the LLVM it finds under LLVM_PREFIX; use the
+    // nightly's own libLLVM so the linker and rustc agree on the bitcode.
+    let vv = output(Command::new("rustc").arg(format!("+{nightly}")).arg("-vV"))?;
+    let llvm = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .ok_or_else(|| anyhow!("rustc +{nightly} -vV printed no LLVM version"))?;
+    let major = llvm.split('.').next().unwrap_or(llvm).trim().to_owned();
+    let sysroot = output(
+        Command::new("rustc")
+            .arg(format!("+{nightly}"))
+            .args(["--print", "sysroot"]),
+    )?;
+    let lib_dir = Path::new(sysroot.trim()).join("lib");
+    let libllvm = std::fs::read_dir(&lib_dir)
+        .with_context(|| format!("reading {}", lib_dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM") && n.ends_with(".so")))
+        .ok_or_else(|| anyhow!("no libLLVM in {}", lib_dir.display()))?;
+    // The prefix must persist: bpf-linker's RUNPATH points into it.
+    let data = env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .map_or_else(|| home().map(|h| h.join(".local/share")), Ok)?;
+    let prefix = data.join("zctrace").join(format!("llvm-{major}"));
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("creating {}", prefix_lib.display()))?;
+    for name in ["libLLVM.so".to_owned(), libllvm.clone()] {
+        let link = prefix_lib.join(&name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib_dir.join(&libllvm), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {nightly}'s LLVM {llvm} \
+         (LLVM_PREFIX={}); this takes a few minutes once",
+        prefix.display()
+    );
+    run(Command::new("cargo")
+        .arg(format!("+{nightly}"))
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ])
+        .env("LLVM_PREFIX", &prefix)
+        .env("PATH", &path))
+}
+
+fn ensure_apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        eprintln!(
+            "xtask: not a Debian-like system: install {} yourself for the full test suite",
+            missing.join(", ")
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn cargo(args: &[&str]) -> Result<Command> {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root())
+        .args(args)
+        .env("PATH", path_with_cargo_bin()?);
+    Ok(cmd)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let nightly = setup()?;
+    if !is_root() && env::var(SKIP_ROOT_ENV).as_deref() != Ok("1") {
+        bail!(
+            "the kernel tests load eBPF programs and need root; run as root \
+             (or set {SKIP_ROOT_ENV}=1 to skip them on a non-root machine)"
+        );
+    }
+    run(&mut cargo(&["fmt", "--all", "--check"])?)?;
+    run(&mut cargo(&[
+        "clippy",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?)?;
+    // The eBPF crate, on its own target and toolchain, with the cfg that
+    // aya-build passes when it builds the object.
+    let mut ebpf = cargo(&[
+        &format!("+{nightly}"),
+        "clippy",
+        "--package",
+        "zctrace-ebpf",
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--target-dir",
+        "target/ebpf-clippy",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    ebpf.env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        format!("--cfg=bpf_target_arch=\"{}\"", env::consts::ARCH),
+    );
+    ebpf.env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    run(&mut ebpf)?;
+    let mut test = cargo(&["test", "--workspace", "--exclude", "zctrace-ebpf"])?;
+    test.args(extra);
+    run(&mut test)?;
+    eprintln!(
+        "xtask: all checks passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn demo(args: &[String]) -> Result<()> {
+    setup()?;
+    run(&mut cargo(&["build", "--release", "--package", "zctrace"])?)?;
+    let bin = workspace_root().join("target/release/zctrace");
+    let status = Command::new(&bin)
+        .arg("demo")
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !status.success() {
+        bail!("zctrace demo exited with {status}");
+    }
+    Ok(())
+}

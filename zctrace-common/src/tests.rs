@@ -1,0 +1,213 @@
+extern crate std;
+
+use super::*;
+
+fn info(call: Call, in_kind: FdKind, out_kind: FdKind) -> CallInfo {
+    CallInfo {
+        in_kind,
+        out_kind,
+        ..CallInfo::new(call)
+    }
+}
+
+/// Runs a syscall sequence through `classify`, returning each call's method.
+fn run(seq: &[CallInfo]) -> std::vec::Vec<Method> {
+    let mut current = Method::Other;
+    seq.iter()
+        .map(|i| {
+            let (m, next) = classify(i, current);
+            current = next;
+            m
+        })
+        .collect()
+}
+
+#[test]
+fn read_then_write_is_read_write() {
+    let seq = [
+        info(Call::Read, FdKind::File, FdKind::Unknown),
+        info(Call::Write, FdKind::Unknown, FdKind::Socket),
+        info(Call::Read, FdKind::File, FdKind::Unknown),
+        info(Call::Sendto, FdKind::Unknown, FdKind::Socket),
+    ];
+    assert_eq!(run(&seq), [Method::ReadWrite; 4]);
+}
+
+#[test]
+fn write_without_file_read_is_plain_send() {
+    let seq = [info(Call::Write, FdKind::Unknown, FdKind::Socket)];
+    assert_eq!(run(&seq), [Method::SocketSend]);
+    let seq = [info(Call::Write, FdKind::Unknown, FdKind::Pipe)];
+    assert_eq!(run(&seq), [Method::Other]);
+}
+
+#[test]
+fn write_after_file_mmap_is_mmap_write() {
+    let mut mmap = CallInfo::new(Call::Mmap);
+    mmap.maps_file = true;
+    let seq = [
+        CallInfo::new(Call::Mmap), // anonymous: thread stacks, allocator
+        mmap,
+        info(Call::Write, FdKind::Unknown, FdKind::Socket),
+        CallInfo::new(Call::Munmap),
+    ];
+    assert_eq!(
+        run(&seq),
+        [
+            Method::Other,
+            Method::MmapWrite,
+            Method::MmapWrite,
+            Method::MmapWrite
+        ]
+    );
+}
+
+#[test]
+fn socket_reads_do_not_change_the_current_method() {
+    let seq = [
+        info(Call::Read, FdKind::File, FdKind::Unknown),
+        info(Call::Recvfrom, FdKind::Socket, FdKind::Unknown),
+        info(Call::Write, FdKind::Unknown, FdKind::Socket),
+    ];
+    assert_eq!(
+        run(&seq),
+        [Method::ReadWrite, Method::SocketRecv, Method::ReadWrite]
+    );
+}
+
+#[test]
+fn zero_copy_pipes() {
+    let splice_file = info(Call::Splice, FdKind::File, FdKind::Pipe);
+    let splice_pipe = info(Call::Splice, FdKind::Pipe, FdKind::Socket);
+    assert_eq!(
+        run(&[splice_file, splice_pipe]),
+        [Method::Splice, Method::Splice]
+    );
+
+    let vms = info(Call::Vmsplice, FdKind::Unknown, FdKind::Pipe);
+    assert_eq!(
+        run(&[vms, splice_pipe]),
+        [Method::Vmsplice, Method::Vmsplice]
+    );
+
+    let tee = info(Call::Tee, FdKind::Pipe, FdKind::Pipe);
+    assert_eq!(
+        run(&[splice_file, tee, splice_pipe, splice_pipe, splice_file]),
+        [
+            Method::Splice,
+            Method::Tee,
+            Method::Tee,
+            Method::Tee,
+            Method::Tee
+        ]
+    );
+}
+
+#[test]
+fn o_direct_and_zerocopy() {
+    let mut direct = info(Call::Read, FdKind::File, FdKind::Unknown);
+    direct.direct = true;
+    assert_eq!(
+        run(&[direct, info(Call::Write, FdKind::Unknown, FdKind::Socket)]),
+        [Method::DirectIo, Method::DirectIo]
+    );
+
+    let mut zc = info(Call::Sendto, FdKind::Unknown, FdKind::Socket);
+    zc.zerocopy = true;
+    let mut errq = info(Call::Recvmsg, FdKind::Socket, FdKind::Unknown);
+    errq.errqueue = true;
+    assert_eq!(
+        run(&[zc, errq]),
+        [Method::ZeroCopySend, Method::ZeroCopySend]
+    );
+    assert_eq!(derived_counter(&zc), Some(counter::PAGEREF_DERIVED));
+    assert_eq!(derived_counter(&errq), None);
+}
+
+#[test]
+fn derived_counters_follow_the_data_path() {
+    let d = |c, i, o| derived_counter(&info(c, i, o));
+    assert_eq!(
+        d(Call::Read, FdKind::File, FdKind::Unknown),
+        Some(counter::K2U_DERIVED)
+    );
+    assert_eq!(d(Call::Read, FdKind::CharDev, FdKind::Unknown), None);
+    assert_eq!(
+        d(Call::Write, FdKind::Unknown, FdKind::Socket),
+        Some(counter::U2K_DERIVED)
+    );
+    assert_eq!(
+        d(Call::Sendfile, FdKind::File, FdKind::Socket),
+        Some(counter::PAGEREF_DERIVED)
+    );
+    assert_eq!(
+        d(Call::Sendfile, FdKind::File, FdKind::File),
+        Some(counter::K2K_DERIVED)
+    );
+    assert_eq!(
+        d(Call::Splice, FdKind::Pipe, FdKind::File),
+        Some(counter::K2K_DERIVED)
+    );
+    assert_eq!(
+        d(Call::CopyFileRange, FdKind::File, FdKind::File),
+        Some(counter::K2K_DERIVED)
+    );
+    assert_eq!(d(Call::Mmap, FdKind::Unknown, FdKind::Unknown), None);
+}
+
+#[test]
+fn send_class_from_iterator() {
+    // 6.18 numbering: ITER_UBUF = 0, ITER_IOVEC = 1, ITER_BVEC = 2.
+    let mask = 0b11;
+    assert_eq!(SendClass::classify(0, 0, mask), SendClass::UserCopy);
+    assert_eq!(
+        SendClass::classify(1, MSG_ZEROCOPY, mask),
+        SendClass::ZeroCopyPinned
+    );
+    assert_eq!(
+        SendClass::classify(2, MSG_SPLICE_PAGES, mask),
+        SendClass::PageRefs
+    );
+    assert_eq!(SendClass::classify(2, 0, mask), SendClass::KernelCopy);
+    assert_eq!(SendClass::classify(200, 0, mask), SendClass::KernelCopy);
+}
+
+#[test]
+fn enums_round_trip_and_reject_garbage() {
+    for m in Method::ALL {
+        assert_eq!(Method::from_u32(m as u32), Some(m));
+    }
+    for c in Call::ALL {
+        assert_eq!(Call::from_u32(c as u32), Some(c));
+    }
+    assert_eq!(Method::from_u32(Method::COUNT as u32), None);
+    assert_eq!(Call::from_u32(u32::MAX), None);
+    assert_eq!(FdKind::from_mode(0o100_644), FdKind::File);
+    assert_eq!(FdKind::from_mode(0o010_600), FdKind::Pipe);
+    assert_eq!(FdKind::from_mode(0o140_777), FdKind::Socket);
+}
+
+#[test]
+fn thread_state_flags_round_trip() {
+    let mut i = info(Call::Sendmsg, FdKind::Pipe, FdKind::Socket);
+    i.zerocopy = true;
+    i.maps_file = true;
+    let st = ThreadState {
+        call: i.call as u32,
+        in_kind: i.in_kind as u32,
+        out_kind: i.out_kind as u32,
+        flags: ThreadState::pack_flags(&i),
+        ..ThreadState::NEW
+    };
+    assert_eq!(st.info(), i);
+}
+
+#[test]
+fn shared_types_have_no_padding() {
+    use core::mem::size_of;
+    assert_eq!(size_of::<CounterKey>(), 16);
+    assert_eq!(size_of::<Counters>(), 8 * counter::COUNT);
+    assert_eq!(size_of::<ThreadState>(), 40);
+    assert_eq!(size_of::<Event>(), 48);
+    assert_eq!(size_of::<KernelLayout>(), 4 * 18);
+}

@@ -1,0 +1,113 @@
+//! Reading kernel memory with the layout userspace found in the running
+//! kernel's BTF (no struct layout is compiled into this object).
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use zctrace_common::{Call, FdKind, KernelLayout};
+
+/// Filled in by userspace from /sys/kernel/btf/vmlinux before load.
+#[unsafe(no_mangle)]
+pub(crate) static LAYOUT: KernelLayout = KernelLayout {
+    task_files: 0,
+    task_pid: 0,
+    task_tgid: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_inode: 0,
+    file_flags: 0,
+    inode_mode: 0,
+    msghdr_iter: 0,
+    msghdr_flags: 0,
+    iter_type: 0,
+    request_data_len: 0,
+    request_cmd_flags: 0,
+    netdev_flags: 0,
+    user_iter_mask: 0,
+    o_direct: 0,
+    valid: 0,
+};
+
+/// Reads one field of [`LAYOUT`] without letting the compiler fold in the
+/// zero it was declared with.
+macro_rules! layout {
+    ($field:ident) => {
+        // SAFETY: LAYOUT is a plain static of u32s, always readable.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!($crate::kernel::LAYOUT.$field)) }
+    };
+}
+pub(crate) use layout;
+
+/// Reads a `T` at `base + off` in kernel memory (fails on a bad pointer).
+#[inline(always)]
+pub fn read<T>(base: u64, off: u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address and returns an
+    // error instead of faulting; T is a plain integer or pointer type.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+}
+
+/// What `fd` of the current task refers to, and its file's `f_flags`.
+#[inline(always)]
+pub fn fd_info(fd: u64) -> (FdKind, u32) {
+    fd_info_inner(fd).unwrap_or((FdKind::Unknown, 0))
+}
+
+#[inline(always)]
+fn fd_info_inner(fd: u64) -> Option<(FdKind, u32)> {
+    if layout!(valid) == 0 || fd > i32::MAX as u64 {
+        return None;
+    }
+    // SAFETY: the helper takes no arguments and returns the current task.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read(task, layout!(task_files))?;
+    let fdt: u64 = read(files, layout!(files_fdt))?;
+    let max_fds: u32 = read(fdt, layout!(fdt_max_fds))?;
+    if fd >= max_fds as u64 {
+        return None;
+    }
+    let fd_array: u64 = read(fdt, layout!(fdt_fd))?;
+    let file: u64 = read(fd_array, (fd * 8) as u32)?;
+    let inode: u64 = read(file, layout!(file_inode))?;
+    let mode: u16 = read(inode, layout!(inode_mode))?;
+    let flags: u32 = read(file, layout!(file_flags))?;
+    Some((FdKind::from_mode(mode as u32), flags))
+}
+
+/// The six syscall arguments from the `pt_regs` that `sys_enter` passes.
+#[inline(always)]
+pub fn syscall_args(regs: u64) -> Option<[u64; 6]> {
+    if regs == 0 {
+        return None;
+    }
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        use aya_ebpf::bindings::pt_regs;
+        // SAFETY: probe read of the task's saved registers; fails cleanly.
+        let r: pt_regs = unsafe { bpf_probe_read_kernel(regs as *const pt_regs).ok()? };
+        Some([r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9])
+    }
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        use aya_ebpf::bindings::user_pt_regs;
+        // SAFETY: probe read of the task's saved registers; fails cleanly.
+        let r: user_pt_regs = unsafe { bpf_probe_read_kernel(regs as *const user_pt_regs).ok()? };
+        Some([
+            r.regs[0], r.regs[1], r.regs[2], r.regs[3], r.regs[4], r.regs[5],
+        ])
+    }
+}
+
+/// The call family of a syscall number on this architecture.
+#[inline(always)]
+pub const fn call_of(nr: u64) -> Call {
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        Call::from_aarch64_nr(nr)
+    }
+    #[cfg(not(bpf_target_arch = "aarch64"))]
+    {
+        Call::from_x86_64_nr(nr)
+    }
+}

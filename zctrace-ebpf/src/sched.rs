@@ -1,0 +1,91 @@
+//! Scheduler and fault tracepoints: context switches, page faults, and
+//! following forks and exits of traced processes.
+
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::RawTracePointContext};
+use zctrace_common::{Event, counter, event_kind, stat};
+
+use crate::{
+    kernel::{layout, read},
+    state::{THREADS, TRACED, bump, current_traced, emit, key_now, settings, stat_add},
+};
+
+/// `sched_switch(preempt, prev, next, prev_state)` runs on the CPU that
+/// `prev` is leaving, so the current task is the one switched out: each
+/// switch of a traced thread is counted once.
+pub fn try_switch(ctx: &RawTracePointContext) -> Result<(), ()> {
+    let task = current_traced().ok_or(())?;
+    let preempt = ctx.arg::<u64>(0) & 0xff != 0;
+    let prev_state = ctx.arg::<u64>(3) as u32;
+    // Preempted, or switched out while still runnable (TASK_RUNNING == 0):
+    // involuntary. Otherwise it blocked: voluntary.
+    let idx = if preempt || prev_state == 0 {
+        counter::CS_INVOLUNTARY
+    } else {
+        counter::CS_VOLUNTARY
+    };
+    bump(&key_now(task), idx, 1);
+    Ok(())
+}
+
+pub fn try_fault(_ctx: &RawTracePointContext, idx: usize) -> Result<(), ()> {
+    let task = current_traced().ok_or(())?;
+    bump(&key_now(task), idx, 1);
+    Ok(())
+}
+
+/// `sched_process_fork(parent, child)` runs in the parent.
+pub fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
+    let s = settings();
+    if s.follow_forks == 0 || s.trace_all != 0 {
+        return Ok(());
+    }
+    let parent = current_traced().ok_or(())?;
+    let child = ctx.arg::<u64>(1);
+    let pid: u32 = read(child, layout!(task_pid)).ok_or(())?;
+    let tgid: u32 = read(child, layout!(task_tgid)).ok_or(())?;
+    if pid != tgid {
+        // A new thread: its tgid is already traced.
+        return Ok(());
+    }
+    if TRACED.insert(tgid, 1, 0).is_err() {
+        stat_add(stat::PROCESS_MAP_FULL, 1);
+        return Err(());
+    }
+    emit(&Event {
+        ts_ns: 0,
+        dur_ns: 0,
+        ret: tgid as i64,
+        tgid: parent.tgid,
+        tid: parent.tid,
+        kind: event_kind::FORK,
+        method: 0,
+        call: 0,
+        in_kind: 0,
+    });
+    Ok(())
+}
+
+/// `sched_process_exit` runs in the exiting thread.
+pub fn try_exit(_ctx: &RawTracePointContext) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let _ = THREADS.remove(tid);
+    if tid != tgid || TRACED.get_ptr(tgid).is_none() {
+        return Ok(());
+    }
+    if settings().trace_all == 0 {
+        let _ = TRACED.remove(tgid);
+    }
+    emit(&Event {
+        ts_ns: 0,
+        dur_ns: 0,
+        ret: 0,
+        tgid,
+        tid,
+        kind: event_kind::PROCESS_EXIT,
+        method: 0,
+        call: 0,
+        in_kind: 0,
+    });
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! `sys_enter` / `sys_exit`: the in-flight syscall per thread, its method,
+//! syscall counts and the copies derived from each call's result.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::RawTracePointContext};
+use zctrace_common::{
+    Call, CallInfo, CounterKey, Event, FdKind, MSG_ERRQUEUE, MSG_ZEROCOPY, Method, SendClass,
+    ThreadState, classify, counter, derived_counter, event_kind,
+};
+
+use crate::{
+    kernel::{call_of, fd_info, layout, syscall_args},
+    state::{add, current_traced, emit, events_enabled, row, thread_state},
+};
+
+pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), ()> {
+    let task = current_traced().ok_or(())?;
+    let call = call_of(ctx.arg::<u64>(1));
+    let st = thread_state(task.tid).ok_or(())?;
+    let info = if call.is_io() {
+        describe(call, ctx.arg::<u64>(0))
+    } else {
+        CallInfo::new(call)
+    };
+    // SAFETY: `st` points at this thread's map value; only this thread's
+    // own programs write it, and they do not run concurrently.
+    let st = unsafe { &mut *st };
+    let current = Method::from_u32(st.current).unwrap_or(Method::Other);
+    let (method, next) = classify(&info, current);
+    *st = ThreadState {
+        enter_ns: if call.is_io() {
+            bpf_ktime_get_ns_safe()
+        } else {
+            0
+        },
+        call: call as u32,
+        method: method as u32,
+        current: next as u32,
+        in_kind: info.in_kind as u32,
+        out_kind: info.out_kind as u32,
+        flags: ThreadState::pack_flags(&info),
+        send_class: SendClass::Unknown as u32,
+        _pad: 0,
+    };
+    let key = CounterKey {
+        tgid: task.tgid,
+        tid: task.tid,
+        method: method as u32,
+        call: call as u32,
+    };
+    let r = row(&key).ok_or(())?;
+    add(r, counter::SYSCALLS, 1);
+    Ok(())
+}
+
+pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
+    let task = current_traced().ok_or(())?;
+    let st = crate::state::THREADS.get_ptr_mut(task.tid).ok_or(())?;
+    // SAFETY: as in `try_enter`.
+    let st = unsafe { &mut *st };
+    let info = st.info();
+    st.call = Call::None as u32;
+    if !info.call.is_io() {
+        return Ok(());
+    }
+    let ret = ctx.arg::<i64>(1);
+    let now = bpf_ktime_get_ns_safe();
+    let dur = now.saturating_sub(st.enter_ns);
+    let key = CounterKey {
+        tgid: task.tgid,
+        tid: task.tid,
+        method: st.method,
+        call: info.call as u32,
+    };
+    let r = row(&key).ok_or(())?;
+    add(r, counter::SYSCALL_NS, dur);
+    if ret > 0 {
+        let bytes = ret as u64;
+        add(r, counter::IO_BYTES, bytes);
+        if let Some(c) = derived_counter(&info) {
+            add(r, c, bytes);
+        }
+        if let Some(c) = SendClass::from_u32(st.send_class).observed_counter() {
+            add(r, c, bytes);
+        }
+    }
+    if events_enabled() {
+        emit(&Event {
+            ts_ns: now,
+            dur_ns: dur,
+            ret,
+            tgid: task.tgid,
+            tid: task.tid,
+            kind: event_kind::SYSCALL,
+            method: st.method,
+            call: info.call as u32,
+            in_kind: if info.in_kind as u32 != 0 {
+                info.in_kind as u32
+            } else {
+                info.out_kind as u32
+            },
+        });
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn bpf_ktime_get_ns_safe() -> u64 {
+    // SAFETY: the helper takes no arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Reads the arguments that matter for `call`: its fds' kinds and flags.
+#[inline(always)]
+fn describe(call: Call, regs: u64) -> CallInfo {
+    let mut info = CallInfo::new(call);
+    let Some(a) = syscall_args(regs) else {
+        return info;
+    };
+    let o_direct = layout!(o_direct);
+    // (fd data comes from, fd data goes to, send/recv flags)
+    let (fd_in, fd_out, msg_flags) = match call {
+        Call::Read | Call::Pread | Call::Readv => (Some(a[0]), None, 0),
+        Call::Recvfrom => (Some(a[0]), None, a[3] as u32),
+        Call::Recvmsg => (Some(a[0]), None, a[2] as u32),
+        Call::Write | Call::Pwrite | Call::Writev | Call::Vmsplice => (None, Some(a[0]), 0),
+        Call::Sendto => (None, Some(a[0]), a[3] as u32),
+        Call::Sendmsg => (None, Some(a[0]), a[2] as u32),
+        Call::Sendfile => (Some(a[1]), Some(a[0]), 0),
+        Call::Splice | Call::CopyFileRange => (Some(a[0]), Some(a[2]), 0),
+        Call::Tee => (Some(a[0]), Some(a[1]), 0),
+        Call::Mmap => (Some(a[4]), None, 0),
+        _ => (None, None, 0),
+    };
+    if let Some(fd) = fd_in {
+        let (kind, flags) = fd_info(fd);
+        info.in_kind = kind;
+        info.direct |= matches!(kind, FdKind::File) && flags & o_direct != 0;
+    }
+    if let Some(fd) = fd_out {
+        let (kind, flags) = fd_info(fd);
+        info.out_kind = kind;
+        info.direct |= matches!(kind, FdKind::File) && flags & o_direct != 0;
+    }
+    info.zerocopy = msg_flags & MSG_ZEROCOPY != 0;
+    info.errqueue = msg_flags & MSG_ERRQUEUE != 0;
+    if matches!(call, Call::Mmap) {
+        info.maps_file = matches!(info.in_kind, FdKind::File);
+        info.in_kind = FdKind::Unknown;
+        info.direct = false;
+    }
+    info
+}

@@ -1,0 +1,345 @@
+//! Loading, attaching and reading zctrace's eBPF programs.
+//!
+//! `Probes::load` reads the running kernel's layout from BTF, loads the
+//! embedded object with that layout, and attaches every hook it can, one by
+//! one, recording for each whether it attached and, if not, the kernel's
+//! reason. Dropping `Probes` detaches everything: nothing is pinned.
+
+pub mod btf;
+
+use std::{collections::BTreeMap, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{BtfTracePoint, RawTracePoint},
+};
+use thiserror::Error;
+use zctrace_common::{CounterKey, Counters, KernelLayout, Settings, config, stat};
+
+use self::btf::{KernelBtf, LayoutError, VMLINUX_BTF};
+
+/// The eBPF object, compiled from zctrace-ebpf by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zctrace"));
+
+/// Which family of probes produced a number (see MEASUREMENT.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    /// Tracepoints, raw tracepoints and BTF tracepoints.
+    Tracepoint,
+    /// fentry/fexit or kprobes on the functions that perform the copies.
+    CopySite,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    RawTracepoint,
+    BtfTracepoint,
+}
+
+struct HookSpec {
+    program: &'static str,
+    target: &'static str,
+    kind: Kind,
+    /// Without it zctrace cannot count anything.
+    required: bool,
+    purpose: &'static str,
+}
+
+const HOOKS: &[HookSpec] = &[
+    HookSpec {
+        program: "sys_enter",
+        target: "sys_enter",
+        kind: Kind::RawTracepoint,
+        required: true,
+        purpose: "syscall entry: which call, which fds, which method",
+    },
+    HookSpec {
+        program: "sys_exit",
+        target: "sys_exit",
+        kind: Kind::RawTracepoint,
+        required: true,
+        purpose: "syscall result: bytes moved",
+    },
+    HookSpec {
+        program: "sched_switch",
+        target: "sched_switch",
+        kind: Kind::RawTracepoint,
+        required: false,
+        purpose: "context switches",
+    },
+    HookSpec {
+        program: "sched_process_fork",
+        target: "sched_process_fork",
+        kind: Kind::RawTracepoint,
+        required: false,
+        purpose: "follow forked children",
+    },
+    HookSpec {
+        program: "sched_process_exit",
+        target: "sched_process_exit",
+        kind: Kind::RawTracepoint,
+        required: false,
+        purpose: "notice exits, free thread state",
+    },
+    HookSpec {
+        program: "page_fault_user",
+        target: "page_fault_user",
+        kind: Kind::RawTracepoint,
+        required: false,
+        purpose: "user page faults (mode switches)",
+    },
+    HookSpec {
+        program: "page_fault_kernel",
+        target: "page_fault_kernel",
+        kind: Kind::RawTracepoint,
+        required: false,
+        purpose: "kernel-mode faults on user memory",
+    },
+    HookSpec {
+        program: "skb_copy_datagram_iovec",
+        target: "skb_copy_datagram_iovec",
+        kind: Kind::RawTracepoint,
+        required: false,
+        purpose: "socket receive copies to user memory",
+    },
+    HookSpec {
+        program: "tcp_sendmsg_locked",
+        target: "tcp_sendmsg_locked",
+        kind: Kind::BtfTracepoint,
+        required: false,
+        purpose: "TCP send: user copy, pinned pages or page references",
+    },
+    HookSpec {
+        program: "net_dev_xmit",
+        target: "net_dev_xmit",
+        kind: Kind::RawTracepoint,
+        required: false,
+        purpose: "transmitted bytes: loopback vs device DMA",
+    },
+    HookSpec {
+        program: "block_rq_issue",
+        target: "block_rq_issue",
+        kind: Kind::RawTracepoint,
+        required: false,
+        purpose: "disk DMA bytes at request issue",
+    },
+];
+
+/// What became of one hook.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HookStatus {
+    pub name: &'static str,
+    pub tier: Tier,
+    pub attached: bool,
+    /// The kernel's reason when it did not attach.
+    pub reason: Option<String>,
+    pub purpose: &'static str,
+}
+
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    #[error("{0} (zctrace needs kernel BTF: CONFIG_DEBUG_INFO_BTF=y)")]
+    Layout(#[from] LayoutError),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("required hook {hook} did not attach: {reason}")]
+    Required { hook: &'static str, reason: String },
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("eBPF map access failed: {0}")]
+    Map(#[from] aya::maps::MapError),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProbeOptions {
+    /// Trace every process instead of the traced set.
+    pub trace_all: bool,
+    /// Add children of traced processes to the traced set.
+    pub follow_forks: bool,
+}
+
+/// Loaded and attached probes. Detached when dropped.
+pub struct Probes {
+    ebpf: Ebpf,
+    hooks: Vec<HookStatus>,
+    layout: KernelLayout,
+}
+
+/// Counter rows summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub rows: BTreeMap<CounterKey, Counters>,
+}
+
+/// Health counters summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub events_dropped: u64,
+    pub events_sent: u64,
+    pub thread_map_full: u64,
+    pub counter_map_full: u64,
+    pub disk_unattributed_bytes: u64,
+    pub process_map_full: u64,
+}
+
+impl Probes {
+    pub fn load(opts: ProbeOptions) -> Result<Self, ProbeError> {
+        let kernel_btf = KernelBtf::open(Path::new(VMLINUX_BTF))?;
+        let layout = kernel_btf.kernel_layout()?;
+        let settings = Settings {
+            trace_all: u32::from(opts.trace_all),
+            follow_forks: u32::from(opts.follow_forks),
+        };
+        let aya_btf = aya::Btf::from_sys_fs().ok();
+        let mut ebpf = EbpfLoader::new()
+            .btf(aya_btf.as_ref())
+            .override_global("LAYOUT", &layout, true)
+            .override_global("SETTINGS", &settings, true)
+            .load(EBPF_OBJECT)?;
+        let mut hooks = Vec::with_capacity(HOOKS.len());
+        for spec in HOOKS {
+            let result = attach(&mut ebpf, spec, aya_btf.as_ref());
+            if spec.required
+                && let Err(reason) = &result
+            {
+                return Err(ProbeError::Required {
+                    hook: spec.program,
+                    reason: reason.clone(),
+                });
+            }
+            hooks.push(HookStatus {
+                name: spec.target,
+                tier: Tier::Tracepoint,
+                attached: result.is_ok(),
+                reason: result.err(),
+                purpose: spec.purpose,
+            });
+        }
+        Ok(Self {
+            ebpf,
+            hooks,
+            layout,
+        })
+    }
+
+    pub fn hooks(&self) -> &[HookStatus] {
+        &self.hooks
+    }
+
+    pub fn hook_attached(&self, name: &str) -> bool {
+        self.hooks.iter().any(|h| h.name == name && h.attached)
+    }
+
+    pub fn layout(&self) -> &KernelLayout {
+        &self.layout
+    }
+
+    /// Adds a process (all its threads) to the traced set.
+    pub fn trace_pid(&mut self, tgid: u32) -> Result<(), ProbeError> {
+        let mut traced: HashMap<_, u32, u32> = HashMap::try_from(self.map_mut("TRACED")?)?;
+        traced.insert(tgid, 1, 0)?;
+        Ok(())
+    }
+
+    /// Whether a process is in the traced set (forks add, exits remove).
+    pub fn is_traced(&self, tgid: u32) -> Result<bool, ProbeError> {
+        let traced: HashMap<_, u32, u32> = HashMap::try_from(self.map("TRACED")?)?;
+        Ok(traced.get(&tgid, 0).is_ok())
+    }
+
+    /// Turns the per-syscall event stream on or off.
+    pub fn set_events(&mut self, on: bool) -> Result<(), ProbeError> {
+        let mut cfg: Array<_, u32> = Array::try_from(self.map_mut("CONFIG")?)?;
+        cfg.set(config::EVENTS_ENABLED, u32::from(on), 0)?;
+        Ok(())
+    }
+
+    /// Takes the event ring buffer out (for a reader thread). Only once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(ProbeError::MissingMap("EVENTS"))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Reads every counter row, summing the per-CPU values.
+    pub fn snapshot(&self) -> Result<Snapshot, ProbeError> {
+        let map: PerCpuHashMap<_, CounterKey, Counters> =
+            PerCpuHashMap::try_from(self.map("COUNTERS")?)?;
+        let mut rows = BTreeMap::new();
+        for item in map.iter() {
+            // A row deleted between listing and reading is simply skipped.
+            let Ok((key, per_cpu)) = item else { continue };
+            let mut sum = Counters::ZERO;
+            for c in per_cpu.iter() {
+                sum.add(c);
+            }
+            rows.insert(key, sum);
+        }
+        Ok(Snapshot { rows })
+    }
+
+    pub fn stats(&self) -> Result<Stats, ProbeError> {
+        let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map("STATS")?)?;
+        let mut v = [0u64; stat::COUNT];
+        for (i, slot) in v.iter_mut().enumerate() {
+            *slot = arr.get(&(i as u32), 0)?.iter().sum();
+        }
+        Ok(Stats {
+            events_dropped: v[stat::EVENTS_DROPPED],
+            events_sent: v[stat::EVENTS_SENT],
+            thread_map_full: v[stat::THREAD_MAP_FULL],
+            counter_map_full: v[stat::COUNTER_MAP_FULL],
+            disk_unattributed_bytes: v[stat::DISK_UNATTRIBUTED_BYTES],
+            process_map_full: v[stat::PROCESS_MAP_FULL],
+        })
+    }
+
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, ProbeError> {
+        self.ebpf.map(name).ok_or(ProbeError::MissingMap(name))
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, ProbeError> {
+        self.ebpf.map_mut(name).ok_or(ProbeError::MissingMap(name))
+    }
+}
+
+/// Loads and attaches one program; the error is the kernel's reason, in one
+/// line, with the full error chain.
+fn attach(ebpf: &mut Ebpf, spec: &HookSpec, btf: Option<&aya::Btf>) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(spec.program)
+        .ok_or_else(|| format!("program {} not in the object", spec.program))?;
+    let r: Result<(), aya::programs::ProgramError> = match spec.kind {
+        Kind::RawTracepoint => (|| {
+            let p: &mut RawTracePoint = prog.try_into()?;
+            p.load()?;
+            p.attach(spec.target).map(drop)
+        })(),
+        Kind::BtfTracepoint => (|| {
+            let btf = btf.ok_or(aya::programs::ProgramError::UnexpectedProgramType)?;
+            let p: &mut BtfTracePoint = prog.try_into()?;
+            p.load(spec.target, btf)?;
+            p.attach().map(drop)
+        })(),
+    };
+    r.map_err(|e| error_chain(&e))
+}
+
+/// Formats an error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    s.replace('\n', " ")
+}
