@@ -96,8 +96,11 @@ fn path_with_cargo_bin() -> Result<OsString> {
     let cargo_home = env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .map_or_else(|| home().map(|h| h.join(".cargo")), Ok)?;
-    let mut paths = vec![cargo_home.join("bin")];
-    paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+    let bin = cargo_home.join("bin");
+    let mut paths: Vec<PathBuf> = env::split_paths(&env::var_os("PATH").unwrap_or_default())
+        .filter(|p| *p != bin)
+        .collect();
+    paths.insert(0, bin);
     Ok(env::join_paths(paths)?)
 }
 
@@ -304,8 +307,11 @@ fn test(extra: &[String]) -> Result<()> {
     ])?)?;
     // The eBPF crate, on its own target and toolchain, with the cfg that
     // aya-build passes when it builds the object.
-    let mut ebpf = cargo(&[
-        &format!("+{nightly}"),
+    let mut ebpf = Command::new("rustup");
+    ebpf.current_dir(workspace_root())
+        .env("PATH", path_with_cargo_bin()?)
+        .args(["run", &nightly, "cargo"]);
+    ebpf.args([
         "clippy",
         "--package",
         "zctrace-ebpf",
@@ -319,7 +325,7 @@ fn test(extra: &[String]) -> Result<()> {
         "--",
         "-D",
         "warnings",
-    ])?;
+    ]);
     ebpf.env(
         "CARGO_ENCODED_RUSTFLAGS",
         format!("--cfg=bpf_target_arch=\"{}\"", env::consts::ARCH),

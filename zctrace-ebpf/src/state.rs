@@ -100,6 +100,10 @@ pub fn row(key: &CounterKey) -> Option<*mut Counters> {
     if let Some(p) = COUNTERS.get_ptr_mut(key) {
         return Some(p);
     }
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "by value would copy 168 bytes onto the 512-byte BPF stack"
+    )]
     let _ = COUNTERS.insert(key, &ZERO_ROW, BPF_NOEXIST.into());
     let p = COUNTERS.get_ptr_mut(key);
     if p.is_none() {

@@ -1,16 +1,169 @@
+//! zctrace: live eBPF accounting of data copies, mode switches and context
+//! switches per I/O method.
+
+mod cli;
+mod demo;
+mod model;
+mod preflight;
 mod probe;
-fn main() -> anyhow::Result<()> {
-    let mut p = probe::Probes::load(probe::ProbeOptions::default())?;
-    for h in p.hooks() {
-        println!("{:24} {} {:?}", h.name, h.attached, h.reason);
+
+use std::{
+    io::Write as _,
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicBool},
+};
+
+use anyhow::{Context as _, Result};
+use clap::Parser as _;
+
+use crate::{
+    cli::{Cli, Command, DemoArgs, HooksArgs},
+    demo::{DemoOptions, Interrupted, methods::DEMO_METHODS, report},
+    preflight::Fatal,
+    probe::{ProbeError, ProbeOptions, Probes},
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo(&args),
+        Command::Hooks(args) => hooks(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zctrace: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::from(exit_code(&e))
+        }
     }
-    p.trace_pid(std::process::id())?;
-    let data = std::fs::read("/etc/services")?;
-    println!("read {}", data.len());
-    let s = p.snapshot()?;
-    for (k, v) in &s.rows {
-        println!("{k:?} {:?}", &v.v[..12]);
+}
+
+/// 1 failure, 3 missing privilege, 4 kernel lacks a feature, 130 interrupted
+/// (2, bad usage, comes from clap).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<StdoutClosed>().is_some() {
+        return 0;
     }
-    println!("{:?}", p.stats()?);
-    Ok(())
+    if let Some(f) = e.downcast_ref::<Fatal>() {
+        return f.exit_code();
+    }
+    if e.downcast_ref::<Interrupted>().is_some() {
+        return 130;
+    }
+    match e.downcast_ref::<ProbeError>() {
+        Some(ProbeError::Layout(_) | ProbeError::Required { .. }) => 4,
+        Some(ProbeError::Load(err))
+            if probe::error_chain(err).contains("Operation not permitted") =>
+        {
+            3
+        }
+        _ => 1,
+    }
+}
+
+/// The reader of our output went away (`zctrace demo | head`): stop
+/// quietly, cleaning up on the way out, instead of panicking in print!.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed")]
+struct StdoutClosed;
+
+/// Writes to stdout and flushes (so progress shows as it happens).
+fn emit(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        r => Ok(r?),
+    }
+}
+
+/// Privilege and kernel checks, then the probes.
+fn load_probes(opts: ProbeOptions) -> Result<Probes> {
+    preflight::check()?;
+    if let Some(warning) = preflight::raise_memlock() {
+        eprintln!("zctrace: warning: {warning}");
+    }
+    Ok(Probes::load(opts)?)
+}
+
+/// Ctrl-C and SIGTERM set the flag; work in progress notices it, unwinds
+/// (removing temporary files, detaching probes) and exits 130.
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
+fn demo(args: &DemoArgs) -> Result<()> {
+    let opts = DemoOptions {
+        size: args.size,
+        chunk: usize::try_from(args.chunk.min(args.size)).context("--chunk is too large")?,
+        methods: if args.methods.is_empty() {
+            DEMO_METHODS.to_vec()
+        } else {
+            args.methods.clone()
+        },
+        cold: args.cold,
+        pace: args.pace,
+        dir: args.dir.clone().unwrap_or_else(std::env::temp_dir),
+    };
+    let stop = stop_flag()?;
+    let mut probes = load_probes(ProbeOptions::default())?;
+    probes.trace_pid(std::process::id())?;
+    let kernel = preflight::kernel_release();
+    loop {
+        if !args.json {
+            emit(&report::header(probes.hooks(), &kernel))?;
+        }
+        let results = demo::run_all(&opts, &probes, &stop, |r| {
+            if args.json {
+                Ok(())
+            } else {
+                emit(&report::method_block(r))
+            }
+        })?;
+        let stats = probes.stats()?;
+        if args.json {
+            let doc = report::DemoReport {
+                schema: 1,
+                zctrace_version: env!("CARGO_PKG_VERSION"),
+                kernel: kernel.clone(),
+                file_size: opts.size,
+                chunk: opts.chunk,
+                cold: opts.cold,
+                hooks: probes.hooks(),
+                methods: &results,
+                stats,
+            };
+            emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
+        } else {
+            emit(&report::footer(&stats))?;
+        }
+        if !args.repeat {
+            return Ok(());
+        }
+    }
+}
+
+fn hooks(args: &HooksArgs) -> Result<()> {
+    let probes = load_probes(ProbeOptions::default())?;
+    if args.json {
+        return emit(&(serde_json::to_string_pretty(probes.hooks())? + "\n"));
+    }
+    let mut s = String::new();
+    for h in probes.hooks() {
+        let state = if h.attached { "attached" } else { "MISSING " };
+        s += &format!("{:<24} {state}  {}\n", h.name, h.purpose);
+        if let Some(r) = &h.reason {
+            s += &format!("{:<24}           reason: {r}\n", "");
+        }
+    }
+    emit(&s)
 }

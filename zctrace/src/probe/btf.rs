@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use btf_rs::{Btf, BtfType, Member, Type};
+use btf_rs::{Btf, Member, Type};
 use thiserror::Error;
 use zctrace_common::KernelLayout;
 
@@ -72,13 +72,6 @@ impl KernelBtf {
             }
         }
         Err(LayoutError::NoEnum(enum_name.into()))
-    }
-
-    /// Whether a type (struct, function, ...) of this name exists.
-    pub fn has_type(&self, name: &str) -> bool {
-        self.btf
-            .resolve_ids_by_name(name)
-            .is_ok_and(|ids| !ids.is_empty())
     }
 
     fn find_struct(&self, name: &str) -> Result<Type, LayoutError> {

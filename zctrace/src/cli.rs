@@ -1,0 +1,152 @@
+//! Command-line interface (clap derive). Usage errors exit with status 2.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use zctrace_common::Method;
+
+use crate::demo::methods::DEMO_METHODS;
+
+/// Counts the data copies, mode switches and context switches of file and
+/// socket I/O, per transfer method, live from the running kernel (eBPF).
+#[derive(Debug, Parser)]
+#[command(name = "zctrace", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every transfer method (read+write, mmap, sendfile, splice, ...)
+    /// against a loopback receiver and show theory next to measurement.
+    Demo(DemoArgs),
+    /// Load the probes, report which kernel hooks attach here and why any
+    /// do not, then detach.
+    Hooks(HooksArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Size of the generated file (K, M, G suffixes are powers of 1024).
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    pub size: u64,
+    /// Bytes per read/write/sendfile call (clamped to the file size).
+    #[arg(long, default_value = "64K", value_parser = parse_size)]
+    pub chunk: u64,
+    /// Methods to run, comma-separated, in this order (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = parse_method)]
+    pub methods: Vec<Method>,
+    /// Evict the file from the page cache before each method, so the disk
+    /// DMA of the textbook appears.
+    #[arg(long)]
+    pub cold: bool,
+    /// Repeat the methods until interrupted (for a live lecture).
+    #[arg(long = "loop")]
+    pub repeat: bool,
+    /// Pause between chunks so a room can watch counters climb (e.g. 5ms).
+    #[arg(long, value_parser = parse_duration)]
+    pub pace: Option<Duration>,
+    /// Print a theory-vs-measured table instead of the dashboard.
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Print the results as JSON (schema in README.md).
+    #[arg(long, conflicts_with = "no_tui")]
+    pub json: bool,
+    /// Directory for the private work directory (default: $TMPDIR or /tmp).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct HooksArgs {
+    /// Print the hook list as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `4096`, `64K`, `16M`, `1G`, `64KiB`, `16MB` (binary multiples).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 4096, 64K, 16M, 1G)"))?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("'{s}' has an unknown unit (use K, M or G)")),
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))?;
+    if v == 0 {
+        return Err("must be greater than 0".into());
+    }
+    Ok(v)
+}
+
+/// Parses `250ms`, `2s`, `1m`, `500us`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 5ms, 2s)"))?;
+    Ok(match unit {
+        "us" => Duration::from_micros(n),
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("'{s}' has an unknown unit (use us, ms, s or m)")),
+    })
+}
+
+pub fn parse_method(s: &str) -> Result<Method, String> {
+    DEMO_METHODS
+        .iter()
+        .copied()
+        .find(|m| m.name() == s)
+        .ok_or_else(|| {
+            let known: Vec<&str> = DEMO_METHODS.iter().map(|m| m.name()).collect();
+            format!("unknown method '{s}' (known: {})", known.join(", "))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1x").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn durations_and_methods() {
+        assert_eq!(parse_duration("5ms"), Ok(Duration::from_millis(5)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("2h").is_err());
+        assert_eq!(parse_method("sendfile"), Ok(Method::Sendfile));
+        let e = parse_method("carrier-pigeon").expect_err("unknown");
+        assert!(e.contains("read-write"), "{e}");
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

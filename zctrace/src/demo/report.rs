@@ -1,0 +1,180 @@
+//! Plain-text and JSON reports of a demo run.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::MethodResult;
+use crate::{
+    model::{Bytes, Source, human_bytes, ratio},
+    probe::{HookStatus, Stats},
+};
+
+/// The JSON document `zctrace demo --json` prints (schema in README.md).
+#[derive(Serialize)]
+pub struct DemoReport<'a> {
+    pub schema: u32,
+    pub zctrace_version: &'static str,
+    pub kernel: String,
+    pub file_size: u64,
+    pub chunk: usize,
+    pub cold: bool,
+    pub hooks: &'a [HookStatus],
+    pub methods: &'a [MethodResult],
+    pub stats: Stats,
+}
+
+fn src(b: &Bytes) -> &'static str {
+    match b.source {
+        Source::Observed => "obs",
+        Source::Derived => "der",
+    }
+}
+
+/// Kernel, tier and hooks.
+pub fn header(hooks: &[HookStatus], kernel: &str) -> String {
+    let mut s = String::new();
+    let attached = hooks.iter().filter(|h| h.attached).count();
+    let _ = writeln!(
+        s,
+        "zctrace demo on Linux {kernel}: tracepoint tier, {attached}/{} hooks attached",
+        hooks.len()
+    );
+    for h in hooks.iter().filter(|h| !h.attached) {
+        let _ = writeln!(
+            s,
+            "  missing {}: {}",
+            h.name,
+            h.reason.as_deref().unwrap_or("unknown reason")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  copy-site tier (fentry/kprobe) is not built into this version: copies are observed at \
+         socket tracepoints or derived from syscall results (obs/der)"
+    );
+    s
+}
+
+/// One method: theory next to measurement, then the reasons they differ.
+pub fn method_block(r: &MethodResult) -> String {
+    let mut s = String::from("\n");
+    if let Some(why) = &r.skipped {
+        let _ = writeln!(s, "{:<16} skipped: {why}", r.method.name());
+        return s;
+    }
+    let (Some(th), Some(m)) = (&r.theory, &r.sender) else {
+        return s;
+    };
+    {
+        let _ = writeln!(
+            s,
+            "{:<16} {} in {:.1} ms ({:.0} MiB/s), {} chunks of {}",
+            r.method.name(),
+            human_bytes(r.bytes),
+            r.wall_ns as f64 / 1e6,
+            r.throughput_mib_s(),
+            r.chunks,
+            human_bytes(r.chunk as u64)
+        );
+        let _ = writeln!(s, "  path: {}", th.path);
+        let per = |v: u64| ratio(v, r.chunks);
+        let _ = writeln!(
+            s,
+            "  {:<26} {:>8} {:>10} {:>14}",
+            "", "theory", "measured", "total"
+        );
+        let _ = writeln!(
+            s,
+            "  {:<26} {:>8} {:>10.2} {:>14}",
+            "syscalls per chunk",
+            th.syscalls_per_chunk,
+            per(m.syscalls),
+            m.syscalls
+        );
+        let _ = writeln!(
+            s,
+            "  {:<26} {:>8} {:>10.2} {:>14}",
+            "mode switches per chunk",
+            th.mode_switches_per_chunk,
+            per(m.mode_switches),
+            m.mode_switches
+        );
+        let _ = writeln!(
+            s,
+            "  {:<26} {:>8} {:>10.2} {:>14}",
+            "CPU copies per byte",
+            th.cpu_copies,
+            m.cpu_copies_per_byte(r.bytes),
+            human_bytes(m.cpu_copy_total())
+        );
+        let _ = writeln!(
+            s,
+            "  {:<26} {:>8} {:>10.2} {:>14}",
+            "DMA copies per byte",
+            th.dma_copies,
+            m.dma_copies_per_byte(r.bytes),
+            human_bytes(m.dma_total())
+        );
+        let c = &m.cpu_copy_bytes;
+        let _ = writeln!(
+            s,
+            "  CPU copy bytes: user->kernel {} ({}), kernel->user {} ({}), kernel->kernel {} ({})",
+            human_bytes(c.user_to_kernel.value),
+            src(&c.user_to_kernel),
+            human_bytes(c.kernel_to_user.value),
+            src(&c.kernel_to_user),
+            human_bytes(c.kernel_to_kernel.value),
+            src(&c.kernel_to_kernel)
+        );
+        let _ = writeln!(
+            s,
+            "  page references {} ({}), pinned {}, O_DIRECT {}, disk read {} / write {}, loopback xmit on this thread {}",
+            human_bytes(m.page_ref_bytes.value),
+            src(&m.page_ref_bytes),
+            human_bytes(m.zerocopy_pinned_bytes),
+            human_bytes(m.direct_io_bytes),
+            human_bytes(m.dma_bytes.disk_read),
+            human_bytes(m.dma_bytes.disk_write),
+            human_bytes(m.loopback_bytes)
+        );
+        let _ = writeln!(
+            s,
+            "  context switches {} voluntary / {} involuntary; page faults {} user / {} kernel; \
+             {} other syscalls on the thread",
+            m.context_switches.voluntary,
+            m.context_switches.involuntary,
+            m.page_faults_user,
+            m.page_faults_kernel,
+            r.sender_other_syscalls
+        );
+        if let Some(rx) = &r.receiver {
+            let k2u = &rx.cpu_copy_bytes.kernel_to_user;
+            let _ = writeln!(
+                s,
+                "  receiver (not part of the method): {} syscalls, kernel->user {} ({}), {} context switches",
+                rx.syscalls,
+                human_bytes(k2u.value),
+                src(k2u),
+                rx.context_switches.voluntary + rx.context_switches.involuntary
+            );
+        }
+        for n in &r.notes {
+            let _ = writeln!(s, "  * {n}");
+        }
+    }
+    s
+}
+
+/// Probe health, when anything was lost.
+pub fn footer(stats: &Stats) -> String {
+    let mut s = String::new();
+    if stats.events_dropped + stats.counter_map_full + stats.thread_map_full > 0 {
+        let _ = writeln!(
+            s,
+            "\nprobe health: {} events dropped, {} counter rows and {} threads did not fit",
+            stats.events_dropped, stats.counter_map_full, stats.thread_map_full
+        );
+    }
+    s
+}

@@ -1,0 +1,332 @@
+//! Pure accounting: counter rows in, per-method numbers out. No aya, no
+//! terminal: everything here is unit-tested on plain values.
+
+pub mod theory;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use zctrace_common::{CounterKey, Counters, Method, counter};
+
+/// Counter rows summed over CPUs, as read from the kernel.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub rows: BTreeMap<CounterKey, Counters>,
+}
+
+impl Snapshot {
+    /// Sum of the rows that match.
+    pub fn sum(&self, mut keep: impl FnMut(&CounterKey) -> bool) -> Counters {
+        let mut total = Counters::ZERO;
+        for (k, v) in &self.rows {
+            if keep(k) {
+                total.add(v);
+            }
+        }
+        total
+    }
+
+    /// Everything one thread did as part of a transfer method (its
+    /// bookkeeping syscalls, in [`Method::Other`], are left out).
+    pub fn thread_io(&self, tid: u32) -> Counters {
+        self.sum(|k| k.tid == tid && k.method != Method::Other as u32)
+    }
+
+    /// Everything one thread did.
+    pub fn thread_all(&self, tid: u32) -> Counters {
+        self.sum(|k| k.tid == tid)
+    }
+}
+
+/// How a number was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// Seen by a probe where (or right next to where) the kernel does it.
+    Observed,
+    /// Inferred from syscall results and fd kinds.
+    Derived,
+}
+
+/// A byte count with its provenance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Bytes {
+    pub value: u64,
+    pub source: Source,
+    /// The hook that observed it, for observed values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<&'static str>,
+}
+
+impl Bytes {
+    const fn derived(value: u64) -> Self {
+        Bytes {
+            value,
+            source: Source::Derived,
+            hook: None,
+        }
+    }
+
+    /// Prefers the observed count when it covers the derived one (the
+    /// observing hook sees only the socket side; file-side copies exist
+    /// only as derived counts).
+    fn pick(observed: u64, derived: u64, hook: &'static str, hook_on: bool) -> Self {
+        if hook_on && observed > 0 && observed >= derived {
+            Bytes {
+                value: observed,
+                source: Source::Observed,
+                hook: Some(hook),
+            }
+        } else {
+            Bytes::derived(derived)
+        }
+    }
+}
+
+/// Which optional hooks were attached (decides observed vs derived).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookSet {
+    pub tcp_sendmsg: bool,
+    pub skb_copy: bool,
+    pub page_faults: bool,
+    pub sched_switch: bool,
+    pub block: bool,
+    pub net_xmit: bool,
+}
+
+#[cfg(test)]
+impl HookSet {
+    pub const ALL: HookSet = HookSet {
+        tcp_sendmsg: true,
+        skb_copy: true,
+        page_faults: true,
+        sched_switch: true,
+        block: true,
+        net_xmit: true,
+    };
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct CpuCopies {
+    pub user_to_kernel: Bytes,
+    pub kernel_to_user: Bytes,
+    pub kernel_to_kernel: Bytes,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DmaBytes {
+    /// Block device reads issued (device to memory).
+    pub disk_read: u64,
+    /// Block device writes issued (memory to device).
+    pub disk_write: u64,
+    /// Transmitted on a real network device.
+    pub nic: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ContextSwitches {
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+/// The measured numbers of one row (a method's thread, a receiver, a
+/// process and method in attach mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Measured {
+    pub syscalls: u64,
+    /// 2 per syscall plus 2 per user page fault (derived from observed
+    /// syscall and fault counts).
+    pub mode_switches: u64,
+    pub page_faults_user: u64,
+    pub page_faults_kernel: u64,
+    pub context_switches: ContextSwitches,
+    pub cpu_copy_bytes: CpuCopies,
+    /// Payload moved by handing over page references (no CPU copy).
+    pub page_ref_bytes: Bytes,
+    /// User pages pinned for MSG_ZEROCOPY sends.
+    pub zerocopy_pinned_bytes: u64,
+    /// O_DIRECT transfers (device DMA straight to or from user memory).
+    pub direct_io_bytes: u64,
+    pub dma_bytes: DmaBytes,
+    /// Transmitted on loopback (no DMA happens there).
+    pub loopback_bytes: u64,
+    /// Bytes returned by the I/O syscalls.
+    pub io_bytes: u64,
+    pub syscall_ns: u64,
+}
+
+impl Measured {
+    pub fn from_counters(c: &Counters, hooks: HookSet) -> Self {
+        let v = &c.v;
+        let faults_user = v[counter::FAULTS_USER];
+        Measured {
+            syscalls: v[counter::SYSCALLS],
+            mode_switches: 2 * v[counter::SYSCALLS] + 2 * faults_user,
+            page_faults_user: faults_user,
+            page_faults_kernel: v[counter::FAULTS_KERNEL],
+            context_switches: ContextSwitches {
+                voluntary: v[counter::CS_VOLUNTARY],
+                involuntary: v[counter::CS_INVOLUNTARY],
+            },
+            cpu_copy_bytes: CpuCopies {
+                user_to_kernel: Bytes::pick(
+                    v[counter::U2K_OBSERVED],
+                    v[counter::U2K_DERIVED],
+                    "tcp_sendmsg_locked",
+                    hooks.tcp_sendmsg,
+                ),
+                kernel_to_user: Bytes::pick(
+                    v[counter::K2U_OBSERVED],
+                    v[counter::K2U_DERIVED],
+                    "skb_copy_datagram_iovec",
+                    hooks.skb_copy,
+                ),
+                kernel_to_kernel: Bytes::pick(
+                    v[counter::K2K_OBSERVED],
+                    v[counter::K2K_DERIVED],
+                    "tcp_sendmsg_locked",
+                    hooks.tcp_sendmsg,
+                ),
+            },
+            page_ref_bytes: Bytes::pick(
+                v[counter::PAGEREF_OBSERVED],
+                v[counter::PAGEREF_DERIVED],
+                "tcp_sendmsg_locked",
+                hooks.tcp_sendmsg,
+            ),
+            zerocopy_pinned_bytes: v[counter::ZC_PINNED_OBSERVED],
+            direct_io_bytes: v[counter::DIRECT_IO_BYTES],
+            dma_bytes: DmaBytes {
+                disk_read: v[counter::DISK_READ_BYTES],
+                disk_write: v[counter::DISK_WRITE_BYTES],
+                nic: v[counter::XMIT_DEVICE_BYTES],
+            },
+            loopback_bytes: v[counter::XMIT_LOOPBACK_BYTES],
+            io_bytes: v[counter::IO_BYTES],
+            syscall_ns: v[counter::SYSCALL_NS],
+        }
+    }
+
+    pub fn cpu_copy_total(&self) -> u64 {
+        let c = &self.cpu_copy_bytes;
+        c.user_to_kernel.value + c.kernel_to_user.value + c.kernel_to_kernel.value
+    }
+
+    /// CPU copies of the payload: copied bytes per payload byte.
+    pub fn cpu_copies_per_byte(&self, payload: u64) -> f64 {
+        ratio(self.cpu_copy_total(), payload)
+    }
+
+    /// DMA bytes seen at the devices (disk requests, NIC transmits). An
+    /// O_DIRECT transfer is one of the disk requests, so it is not added.
+    pub fn dma_total(&self) -> u64 {
+        let d = &self.dma_bytes;
+        d.disk_read + d.disk_write + d.nic
+    }
+
+    /// DMA copies of the payload per payload byte.
+    pub fn dma_copies_per_byte(&self, payload: u64) -> f64 {
+        ratio(self.dma_total(), payload)
+    }
+}
+
+/// Methods appear in JSON by their command-line name.
+pub fn serialize_method<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.name())
+}
+
+pub fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Human-readable byte count (binary units), e.g. `16.0M`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}")
+    } else {
+        format!("{v:.1}{}", UNITS[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pairs: &[(usize, u64)]) -> Counters {
+        let mut c = Counters::ZERO;
+        for (i, v) in pairs {
+            c.v[*i] = *v;
+        }
+        c
+    }
+
+    fn key(tid: u32, method: Method) -> CounterKey {
+        CounterKey {
+            tgid: 1,
+            tid,
+            method: method as u32,
+            call: 0,
+        }
+    }
+
+    #[test]
+    fn thread_io_leaves_out_bookkeeping() {
+        let mut s = Snapshot::default();
+        s.rows
+            .insert(key(7, Method::ReadWrite), row(&[(counter::SYSCALLS, 512)]));
+        s.rows
+            .insert(key(7, Method::Other), row(&[(counter::SYSCALLS, 9)]));
+        s.rows
+            .insert(key(8, Method::ReadWrite), row(&[(counter::SYSCALLS, 100)]));
+        assert_eq!(s.thread_io(7).v[counter::SYSCALLS], 512);
+        assert_eq!(s.thread_all(7).v[counter::SYSCALLS], 521);
+    }
+
+    #[test]
+    fn mode_switches_count_syscalls_and_user_faults() {
+        let m = Measured::from_counters(
+            &row(&[(counter::SYSCALLS, 512), (counter::FAULTS_USER, 3)]),
+            HookSet::ALL,
+        );
+        assert_eq!(m.mode_switches, 1030);
+    }
+
+    #[test]
+    fn observed_wins_only_when_it_covers_the_derived_count() {
+        let c = row(&[
+            (counter::U2K_OBSERVED, 1000),
+            (counter::U2K_DERIVED, 1000),
+            (counter::K2U_DERIVED, 1000),
+            (counter::K2U_OBSERVED, 10),
+        ]);
+        let m = Measured::from_counters(&c, HookSet::ALL);
+        assert_eq!(m.cpu_copy_bytes.user_to_kernel.source, Source::Observed);
+        assert_eq!(m.cpu_copy_bytes.kernel_to_user.source, Source::Derived);
+        assert_eq!(m.cpu_copies_per_byte(1000), 2.0);
+        // Without the hook, never "observed".
+        let m = Measured::from_counters(&c, HookSet::default());
+        assert_eq!(m.cpu_copy_bytes.user_to_kernel.source, Source::Derived);
+        assert_eq!(m.cpu_copy_bytes.user_to_kernel.hook, None);
+    }
+
+    #[test]
+    fn empty_counters_are_zero_not_nan() {
+        let m = Measured::from_counters(&Counters::ZERO, HookSet::ALL);
+        assert_eq!(m.cpu_copies_per_byte(0), 0.0);
+        assert_eq!(m.dma_copies_per_byte(0), 0.0);
+    }
+
+    #[test]
+    fn human_bytes_uses_binary_units() {
+        assert_eq!(human_bytes(512), "512");
+        assert_eq!(human_bytes(16 << 20), "16.0M");
+        assert_eq!(human_bytes(1536), "1.5K");
+    }
+}
