@@ -188,6 +188,15 @@ impl Call {
         !matches!(self, Call::None | Call::Other)
     }
 
+    /// Whether a positive return value is a byte count (mmap returns an
+    /// address, io_uring_enter a number of submissions).
+    pub const fn returns_bytes(self) -> bool {
+        !matches!(
+            self,
+            Call::None | Call::Other | Call::Mmap | Call::Munmap | Call::IoUringEnter
+        )
+    }
+
     /// Maps an x86_64 syscall number to the family zctrace tracks.
     pub const fn from_x86_64_nr(nr: u64) -> Call {
         match nr {
@@ -308,8 +317,12 @@ pub struct CallInfo {
     pub zerocopy: bool,
     /// `MSG_ERRQUEUE` in the receive flags (zero-copy completions).
     pub errqueue: bool,
-    /// `mmap()` of a file (not anonymous memory).
+    /// `mmap(MAP_SHARED)` of a file's data (not anonymous memory, not the
+    /// dynamic loader's private, executable or fixed mappings).
     pub maps_file: bool,
+    /// The data written comes from the thread's last shared file mapping
+    /// (the buffer address lies inside it).
+    pub from_mapping: bool,
 }
 
 impl CallInfo {
@@ -322,6 +335,7 @@ impl CallInfo {
             zerocopy: false,
             errqueue: false,
             maps_file: false,
+            from_mapping: false,
         }
     }
 }
@@ -331,7 +345,8 @@ impl CallInfo {
 /// `current` is what the thread was doing before (the method of its last
 /// transfer-starting call). A `write()` only belongs to read+write if the
 /// thread read a file first; from an mmap'd file it is mmap+write; otherwise
-/// it is a plain socket send. Anything unclear lands in [`Method::Other`]
+/// it is a plain socket send. A write whose buffer lies in a shared file
+/// mapping is mmap+write. Anything unclear lands in [`Method::Other`]
 /// instead of being misfiled.
 pub const fn classify(info: &CallInfo, current: Method) -> (Method, Method) {
     match info.call {
@@ -367,23 +382,18 @@ pub const fn classify(info: &CallInfo, current: Method) -> (Method, Method) {
         Call::Vmsplice => (Method::Vmsplice, Method::Vmsplice),
         Call::Tee => (Method::Tee, Method::Tee),
         Call::CopyFileRange => (Method::CopyFileRange, Method::CopyFileRange),
-        Call::Mmap => {
-            if info.maps_file {
-                (Method::MmapWrite, Method::MmapWrite)
-            } else {
-                (Method::Other, current)
-            }
-        }
-        Call::Munmap => match current {
-            Method::MmapWrite => (Method::MmapWrite, current),
-            _ => (Method::Other, current),
-        },
+        // Mapping a file moves no data by itself (like opening it): the
+        // writes from the mapping are what make mmap+write.
+        Call::Mmap | Call::Munmap => (Method::Other, current),
         Call::IoUringEnter => (Method::IoUring, Method::IoUring),
         Call::None | Call::Other => (Method::Other, current),
     }
 }
 
 const fn classify_write(info: &CallInfo, current: Method) -> (Method, Method) {
+    if info.from_mapping {
+        return (Method::MmapWrite, Method::MmapWrite);
+    }
     match current {
         Method::ReadWrite | Method::MmapWrite | Method::DirectIo => (current, current),
         _ => match info.out_kind {
@@ -571,6 +581,11 @@ impl Default for Counters {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ThreadState {
     pub enter_ns: u64,
+    /// The thread's last shared file mapping: start address and length.
+    pub map_start: u64,
+    pub map_len: u64,
+    /// Length asked for by an `mmap()` in flight (kept until it returns).
+    pub mmap_len: u64,
     /// [`Call`] in flight, `Call::None` in user mode.
     pub call: u32,
     /// [`Method`] of the call in flight.
@@ -579,7 +594,7 @@ pub struct ThreadState {
     pub current: u32,
     pub in_kind: u32,
     pub out_kind: u32,
-    /// Bit 0 direct, bit 1 zerocopy, bit 2 errqueue, bit 3 maps_file.
+    /// Bit 0 direct, 1 zerocopy, 2 errqueue, 3 maps_file, 4 from_mapping.
     pub flags: u32,
     /// [`SendClass`] seen by `tcp_sendmsg_locked` during this call.
     pub send_class: u32,
@@ -589,6 +604,9 @@ pub struct ThreadState {
 impl ThreadState {
     pub const NEW: ThreadState = ThreadState {
         enter_ns: 0,
+        map_start: 0,
+        map_len: 0,
+        mmap_len: 0,
         call: Call::None as u32,
         method: Method::Other as u32,
         current: Method::Other as u32,
@@ -611,7 +629,13 @@ impl ThreadState {
             zerocopy: self.flags & 2 != 0,
             errqueue: self.flags & 4 != 0,
             maps_file: self.flags & 8 != 0,
+            from_mapping: self.flags & 16 != 0,
         }
+    }
+
+    /// Whether `addr` lies in the thread's last shared file mapping.
+    pub const fn in_mapping(&self, addr: u64) -> bool {
+        self.map_len > 0 && addr >= self.map_start && addr - self.map_start < self.map_len
     }
 
     pub const fn pack_flags(info: &CallInfo) -> u32 {
@@ -619,6 +643,7 @@ impl ThreadState {
             | (info.zerocopy as u32) << 1
             | (info.errqueue as u32) << 2
             | (info.maps_file as u32) << 3
+            | (info.from_mapping as u32) << 4
     }
 }
 
@@ -646,6 +671,31 @@ pub struct Event {
     pub method: u32,
     pub call: u32,
     pub in_kind: u32,
+    /// The task's name (NUL padded), as the kernel had it.
+    pub comm: [u8; 16],
+}
+
+impl Event {
+    /// Reads an event from ring-buffer bytes (length checked; every bit
+    /// pattern is a valid Event, and enum fields stay plain integers).
+    pub fn from_bytes(b: &[u8]) -> Option<Event> {
+        if b.len() < core::mem::size_of::<Event>() {
+            return None;
+        }
+        // SAFETY: the length is checked, the read is unaligned-safe, and
+        // Event is plain integers with no invalid bit patterns.
+        Some(unsafe { core::ptr::read_unaligned(b.as_ptr().cast::<Event>()) })
+    }
+
+    /// The name as text (up to the first NUL).
+    pub fn comm_str(&self) -> &str {
+        let end = self
+            .comm
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(self.comm.len());
+        core::str::from_utf8(&self.comm[..end]).unwrap_or("?")
+    }
 }
 
 /// Indexes into the per-CPU statistics array.
@@ -720,9 +770,9 @@ mod user {
     unsafe impl aya::Pod for CounterKey {}
     // SAFETY: as above: an array of u64.
     unsafe impl aya::Pod for Counters {}
-    // SAFETY: as above: one u64 then eight u32s, 40 bytes, no gaps.
+    // SAFETY: as above: four u64s then eight u32s, 64 bytes, no gaps.
     unsafe impl aya::Pod for ThreadState {}
-    // SAFETY: as above: three 64-bit fields then six u32s, 48 bytes, no gaps.
+    // SAFETY: as above: three 64-bit fields, six u32s, 16 bytes: 64, no gaps.
     unsafe impl aya::Pod for Event {}
     // SAFETY: as above: only u32 fields.
     unsafe impl aya::Pod for KernelLayout {}

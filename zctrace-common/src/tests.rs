@@ -42,24 +42,40 @@ fn write_without_file_read_is_plain_send() {
 }
 
 #[test]
-fn write_after_file_mmap_is_mmap_write() {
+fn only_writes_from_a_file_mapping_are_mmap_write() {
     let mut mmap = CallInfo::new(Call::Mmap);
     mmap.maps_file = true;
+    let mut from_map = info(Call::Write, FdKind::Unknown, FdKind::Socket);
+    from_map.from_mapping = true;
     let seq = [
         CallInfo::new(Call::Mmap), // anonymous: thread stacks, allocator
         mmap,
-        info(Call::Write, FdKind::Unknown, FdKind::Socket),
+        info(Call::Write, FdKind::Unknown, FdKind::Socket), // from the heap
+        from_map,
         CallInfo::new(Call::Munmap),
     ];
     assert_eq!(
         run(&seq),
         [
             Method::Other,
+            Method::Other,
+            Method::SocketSend,
             Method::MmapWrite,
-            Method::MmapWrite,
-            Method::MmapWrite
+            Method::Other
         ]
     );
+}
+
+#[test]
+fn mapping_ranges() {
+    let st = ThreadState {
+        map_start: 0x1000,
+        map_len: 0x2000,
+        ..ThreadState::NEW
+    };
+    assert!(st.in_mapping(0x1000) && st.in_mapping(0x2fff));
+    assert!(!st.in_mapping(0xfff) && !st.in_mapping(0x3000));
+    assert!(!ThreadState::NEW.in_mapping(0));
 }
 
 #[test]
@@ -192,6 +208,7 @@ fn thread_state_flags_round_trip() {
     let mut i = info(Call::Sendmsg, FdKind::Pipe, FdKind::Socket);
     i.zerocopy = true;
     i.maps_file = true;
+    i.from_mapping = true;
     let st = ThreadState {
         call: i.call as u32,
         in_kind: i.in_kind as u32,
@@ -207,7 +224,25 @@ fn shared_types_have_no_padding() {
     use core::mem::size_of;
     assert_eq!(size_of::<CounterKey>(), 16);
     assert_eq!(size_of::<Counters>(), 8 * counter::COUNT);
-    assert_eq!(size_of::<ThreadState>(), 40);
-    assert_eq!(size_of::<Event>(), 48);
+    assert_eq!(size_of::<ThreadState>(), 64);
+    assert_eq!(size_of::<Event>(), 64);
     assert_eq!(size_of::<KernelLayout>(), 4 * 18);
+}
+
+#[test]
+fn only_byte_counting_calls_count_bytes() {
+    assert!(Call::Read.returns_bytes() && Call::Sendfile.returns_bytes());
+    assert!(!Call::Mmap.returns_bytes() && !Call::IoUringEnter.returns_bytes());
+    assert!(!Call::Other.returns_bytes());
+}
+
+#[test]
+fn events_parse_from_bytes_and_reject_short_input() {
+    let mut b = [0u8; 64];
+    b[24..28].copy_from_slice(&42u32.to_le_bytes());
+    b[48..51].copy_from_slice(b"cat");
+    let e = Event::from_bytes(&b).expect("64 bytes");
+    assert_eq!(e.tgid, u32::from_le_bytes([b[24], b[25], b[26], b[27]]));
+    assert_eq!(e.comm_str(), "cat");
+    assert!(Event::from_bytes(&b[..63]).is_none());
 }

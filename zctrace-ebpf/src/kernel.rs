@@ -1,7 +1,9 @@
 //! Reading kernel memory with the layout userspace found in the running
 //! kernel's BTF (no struct layout is compiled into this object).
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user,
+};
 use zctrace_common::{Call, FdKind, KernelLayout};
 
 /// Filled in by userspace from /sys/kernel/btf/vmlinux before load.
@@ -46,6 +48,17 @@ pub fn read<T>(base: u64, off: u32) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel checks the address and returns an
     // error instead of faulting; T is a plain integer or pointer type.
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+}
+
+/// Reads a `T` from the current task's user memory.
+#[inline(always)]
+pub fn read_user<T>(addr: u64) -> Option<T> {
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_user checks the address (it may fault in
+    // nothing and fails instead); T is a plain integer type.
+    unsafe { bpf_probe_read_user(addr as *const T).ok() }
 }
 
 /// What `fd` of the current task refers to, and its file's `f_flags`.
@@ -110,4 +123,10 @@ pub const fn call_of(nr: u64) -> Call {
     {
         Call::from_x86_64_nr(nr)
     }
+}
+
+/// The current task's name (zeros if the helper fails).
+#[inline(always)]
+pub fn current_comm() -> [u8; 16] {
+    bpf_get_current_comm().unwrap_or([0; 16])
 }

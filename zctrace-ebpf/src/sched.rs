@@ -5,7 +5,7 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::RawTracePointContext
 use zctrace_common::{Event, counter, event_kind, stat};
 
 use crate::{
-    kernel::{layout, read},
+    kernel::{current_comm, layout, read},
     state::{THREADS, TRACED, bump, current_traced, emit, key_now, settings, stat_add},
 };
 
@@ -27,6 +27,9 @@ pub fn try_switch(ctx: &RawTracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
+/// `page_fault_user` / `page_fault_kernel`: charged to the syscall in
+/// flight (a write() from an mmap'd file faults inside the kernel), or in
+/// user mode to the thread's current method.
 pub fn try_fault(_ctx: &RawTracePointContext, idx: usize) -> Result<(), ()> {
     let task = current_traced().ok_or(())?;
     bump(&key_now(task), idx, 1);
@@ -61,6 +64,7 @@ pub fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
         method: 0,
         call: 0,
         in_kind: 0,
+        comm: current_comm(),
     });
     Ok(())
 }
@@ -86,6 +90,7 @@ pub fn try_exit(_ctx: &RawTracePointContext) -> Result<(), ()> {
         method: 0,
         call: 0,
         in_kind: 0,
+        comm: current_comm(),
     });
     Ok(())
 }

@@ -8,7 +8,7 @@ use zctrace_common::{
 };
 
 use crate::{
-    kernel::{call_of, fd_info, layout, syscall_args},
+    kernel::{call_of, current_comm, fd_info, layout, read_user, syscall_args},
     state::{add, current_traced, emit, events_enabled, row, thread_state},
 };
 
@@ -16,31 +16,38 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), ()> {
     let task = current_traced().ok_or(())?;
     let call = call_of(ctx.arg::<u64>(1));
     let st = thread_state(task.tid).ok_or(())?;
-    let info = if call.is_io() {
-        describe(call, ctx.arg::<u64>(0))
-    } else {
-        CallInfo::new(call)
-    };
     // SAFETY: `st` points at this thread's map value; only this thread's
     // own programs write it, and they do not run concurrently.
     let st = unsafe { &mut *st };
+    let (info, args) = if call.is_io() {
+        describe(call, ctx.arg::<u64>(0), st)
+    } else {
+        (CallInfo::new(call), [0; 6])
+    };
     let current = Method::from_u32(st.current).unwrap_or(Method::Other);
     let (method, next) = classify(&info, current);
-    *st = ThreadState {
-        enter_ns: if call.is_io() {
-            bpf_ktime_get_ns_safe()
-        } else {
-            0
-        },
-        call: call as u32,
-        method: method as u32,
-        current: next as u32,
-        in_kind: info.in_kind as u32,
-        out_kind: info.out_kind as u32,
-        flags: ThreadState::pack_flags(&info),
-        send_class: SendClass::Unknown as u32,
-        _pad: 0,
+    match call {
+        Call::Mmap if info.maps_file => st.mmap_len = args[1],
+        // Unmapping any part of the remembered mapping forgets it, so a
+        // later heap allocation at the same address is not mistaken for it.
+        Call::Munmap if overlaps(st, args[0], args[1]) => {
+            st.map_start = 0;
+            st.map_len = 0;
+        }
+        _ => {}
+    }
+    st.enter_ns = if call.is_io() {
+        bpf_ktime_get_ns_safe()
+    } else {
+        0
     };
+    st.call = call as u32;
+    st.method = method as u32;
+    st.current = next as u32;
+    st.in_kind = info.in_kind as u32;
+    st.out_kind = info.out_kind as u32;
+    st.flags = ThreadState::pack_flags(&info);
+    st.send_class = SendClass::Unknown as u32;
     let key = CounterKey {
         tgid: task.tgid,
         tid: task.tid,
@@ -50,6 +57,13 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), ()> {
     let r = row(&key).ok_or(())?;
     add(r, counter::SYSCALLS, 1);
     Ok(())
+}
+
+#[inline(always)]
+fn overlaps(st: &ThreadState, addr: u64, len: u64) -> bool {
+    st.map_len > 0
+        && addr < st.map_start.saturating_add(st.map_len)
+        && st.map_start < addr.saturating_add(len)
 }
 
 pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
@@ -63,6 +77,11 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     let ret = ctx.arg::<i64>(1);
+    // A successful mmap returns the address (errors are -4095..-1).
+    if matches!(info.call, Call::Mmap) && info.maps_file && !(-4095..0).contains(&ret) {
+        st.map_start = ret as u64;
+        st.map_len = st.mmap_len;
+    }
     let now = bpf_ktime_get_ns_safe();
     let dur = now.saturating_sub(st.enter_ns);
     let key = CounterKey {
@@ -73,7 +92,7 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
     };
     let r = row(&key).ok_or(())?;
     add(r, counter::SYSCALL_NS, dur);
-    if ret > 0 {
+    if ret > 0 && info.call.returns_bytes() {
         let bytes = ret as u64;
         add(r, counter::IO_BYTES, bytes);
         if let Some(c) = derived_counter(&info) {
@@ -98,6 +117,7 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
             } else {
                 info.out_kind as u32
             },
+            comm: current_comm(),
         });
     }
     Ok(())
@@ -109,12 +129,13 @@ fn bpf_ktime_get_ns_safe() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Reads the arguments that matter for `call`: its fds' kinds and flags.
+/// Reads the arguments that matter for `call`: its fds' kinds and flags,
+/// and whether written data comes from the thread's file mapping.
 #[inline(always)]
-fn describe(call: Call, regs: u64) -> CallInfo {
+fn describe(call: Call, regs: u64, st: &ThreadState) -> (CallInfo, [u64; 6]) {
     let mut info = CallInfo::new(call);
     let Some(a) = syscall_args(regs) else {
-        return info;
+        return (info, [0; 6]);
     };
     let o_direct = layout!(o_direct);
     // (fd data comes from, fd data goes to, send/recv flags)
@@ -144,9 +165,30 @@ fn describe(call: Call, regs: u64) -> CallInfo {
     info.zerocopy = msg_flags & MSG_ZEROCOPY != 0;
     info.errqueue = msg_flags & MSG_ERRQUEUE != 0;
     if matches!(call, Call::Mmap) {
-        info.maps_file = matches!(info.in_kind, FdKind::File);
+        // A shared, non-executable, non-fixed mapping of a regular file is
+        // a file mapped to be read as data (what mmap+write does); the
+        // loader's library and locale mappings are private, executable or
+        // fixed, and are left out.
+        const PROT_EXEC: u64 = 0x4;
+        const MAP_SHARED: u64 = 0x1;
+        const MAP_FIXED: u64 = 0x10;
+        info.maps_file = matches!(info.in_kind, FdKind::File)
+            && a[2] & PROT_EXEC == 0
+            && a[3] & MAP_SHARED != 0
+            && a[3] & MAP_FIXED == 0;
         info.in_kind = FdKind::Unknown;
         info.direct = false;
     }
-    info
+    if st.map_len > 0 {
+        let buf = match call {
+            Call::Write | Call::Pwrite | Call::Sendto => Some(a[1]),
+            // First iovec: writev(fd, iov, n); sendmsg(fd, msg, flags) with
+            // msg->msg_iov at offset 16 of the 64-bit uapi struct msghdr.
+            Call::Writev => read_user::<u64>(a[1]),
+            Call::Sendmsg => read_user::<u64>(a[1] + 16).and_then(read_user::<u64>),
+            _ => None,
+        };
+        info.from_mapping = buf.is_some_and(|b| st.in_mapping(b));
+    }
+    (info, a)
 }

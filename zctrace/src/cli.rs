@@ -1,6 +1,6 @@
 //! Command-line interface (clap derive). Usage errors exit with status 2.
 
-use std::{path::PathBuf, time::Duration};
+use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use zctrace_common::Method;
@@ -21,9 +21,60 @@ pub enum Command {
     /// Run every transfer method (read+write, mmap, sendfile, splice, ...)
     /// against a loopback receiver and show theory next to measurement.
     Demo(DemoArgs),
+    /// Trace running processes (all their threads, and the children they
+    /// fork from now on) and report their I/O per method.
+    Attach(AttachArgs),
+    /// Start a command, trace it from its first instruction, report its I/O
+    /// per method when it ends (on stderr), and exit with its status.
+    Run(RunArgs),
     /// Load the probes, report which kernel hooks attach here and why any
     /// do not, then detach.
     Hooks(HooksArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Stop after this long (e.g. 10s); default: until the targets exit or Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Also report every interval (e.g. 1s), not only at the end.
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// One JSON object per report, one per line, with a timestamp.
+    #[arg(long)]
+    pub json: bool,
+    /// Print tables instead of the dashboard.
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Write reports to FILE instead of stdout (attach) or stderr (run).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Process ids (a thread id selects its process).
+    #[arg(required = true, value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Do not trace children forked after attaching.
+    #[arg(long)]
+    pub no_follow: bool,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// The command and its arguments (put them after --).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]

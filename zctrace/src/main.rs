@@ -6,6 +6,7 @@ mod demo;
 mod model;
 mod preflight;
 mod probe;
+mod trace;
 
 use std::{
     io::Write as _,
@@ -17,7 +18,7 @@ use anyhow::{Context as _, Result};
 use clap::Parser as _;
 
 use crate::{
-    cli::{Cli, Command, DemoArgs, HooksArgs},
+    cli::{AttachArgs, Cli, Command, DemoArgs, HooksArgs, RunArgs, TraceArgs},
     demo::{DemoOptions, Interrupted, methods::DEMO_METHODS, report},
     preflight::Fatal,
     probe::{ProbeError, ProbeOptions, Probes},
@@ -26,11 +27,13 @@ use crate::{
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo(args) => demo(&args),
-        Command::Hooks(args) => hooks(&args),
+        Command::Demo(args) => demo(&args).map(|()| 0),
+        Command::Attach(args) => attach(&args).map(|()| 0),
+        Command::Run(args) => run(&args),
+        Command::Hooks(args) => hooks(&args).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("zctrace: {}", format!("{e:#}").replace('\n', " "));
@@ -39,8 +42,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// 1 failure, 3 missing privilege, 4 kernel lacks a feature, 130 interrupted
-/// (2, bad usage, comes from clap).
+/// 1 failure, 3 missing privilege, 4 kernel lacks a feature, 5 bad target
+/// process, 130 interrupted (2, bad usage, comes from clap).
 fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<StdoutClosed>().is_some() {
         return 0;
@@ -50,6 +53,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     }
     if e.downcast_ref::<Interrupted>().is_some() {
         return 130;
+    }
+    if e.downcast_ref::<trace::TargetError>().is_some() {
+        return 5;
     }
     match e.downcast_ref::<ProbeError>() {
         Some(ProbeError::Layout(_) | ProbeError::Required { .. }) => 4,
@@ -166,4 +172,42 @@ fn hooks(args: &HooksArgs) -> Result<()> {
         }
     }
     emit(&s)
+}
+
+fn trace_options(t: &TraceArgs) -> trace::TraceOptions {
+    trace::TraceOptions {
+        duration: t.duration,
+        interval: t
+            .interval
+            .or(t.json.then_some(std::time::Duration::from_secs(1))),
+        json: t.json,
+        output: t.output.clone(),
+    }
+}
+
+fn attach(args: &AttachArgs) -> Result<()> {
+    let stop = stop_flag()?;
+    // Check the targets before loading anything.
+    for &pid in &args.pids {
+        trace::resolve_target(pid)?;
+    }
+    let mut probes = load_probes(ProbeOptions {
+        trace_all: false,
+        follow_forks: !args.no_follow,
+    })?;
+    trace::attach(&mut probes, &args.pids, &trace_options(&args.trace), &stop)
+}
+
+fn run(args: &RunArgs) -> Result<u8> {
+    let stop = stop_flag()?;
+    let mut probes = load_probes(ProbeOptions {
+        trace_all: false,
+        follow_forks: true,
+    })?;
+    trace::run(
+        &mut probes,
+        &args.command,
+        &trace_options(&args.trace),
+        &stop,
+    )
 }

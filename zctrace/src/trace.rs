@@ -1,0 +1,439 @@
+//! `zctrace attach` and `zctrace run`: trace real programs and report, per
+//! process and method, what their I/O cost.
+
+use std::{
+    collections::BTreeMap,
+    ffi::OsString,
+    fs::File,
+    io::{self, Write},
+    os::unix::process::ExitStatusExt,
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::maps::{MapData, RingBuf};
+use serde::Serialize;
+use zctrace_common::{Counters, Event, Method, event_kind};
+
+use crate::{
+    model::{HookSet, Measured, Snapshot, human_bytes},
+    probe::Probes,
+};
+
+/// A problem with the process to trace (exit status 5).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TargetError(pub String);
+
+#[derive(Clone, Debug)]
+pub struct TraceOptions {
+    pub duration: Option<Duration>,
+    /// Report every interval (JSON lines, or a table in text mode).
+    pub interval: Option<Duration>,
+    pub json: bool,
+    /// Where reports go (None: stdout for attach, stderr for run).
+    pub output: Option<PathBuf>,
+}
+
+/// One (process, method) row of a report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub pid: u32,
+    pub comm: String,
+    pub exited: bool,
+    #[serde(serialize_with = "crate::model::serialize_method")]
+    pub method: Method,
+    pub measured: Measured,
+}
+
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    /// Seconds since the Unix epoch.
+    ts: f64,
+    elapsed_s: f64,
+    #[serde(rename = "final")]
+    is_final: bool,
+    rows: &'a [Row],
+}
+
+/// Process names, looked up once, kept after the process exits.
+#[derive(Default)]
+struct Names {
+    names: BTreeMap<u32, (String, bool)>,
+}
+
+impl Names {
+    /// The current name while the process lives (it changes at exec), the
+    /// last one known after it exits.
+    fn get(&mut self, pid: u32) -> (String, bool) {
+        let entry = self.names.entry(pid).or_insert_with(|| ("?".into(), false));
+        if entry.1 {
+            return entry.clone();
+        }
+        match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            Ok(comm) if proc_alive(pid) => entry.0 = comm.trim().to_owned(),
+            _ => entry.1 = true,
+        }
+        entry.clone()
+    }
+
+    /// From the kernel's exit event: the name the process died with.
+    fn exited(&mut self, pid: u32, comm: &str) {
+        self.names.insert(pid, (comm.to_owned(), true));
+    }
+
+    /// Reads fork and exit events from the ring buffer.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            if let Some(ev) = Event::from_bytes(&item)
+                && ev.kind == event_kind::PROCESS_EXIT
+            {
+                self.exited(ev.tgid, ev.comm_str());
+            }
+        }
+    }
+}
+
+fn proc_alive(pid: u32) -> bool {
+    // A zombie still has /proc/PID; it has exited for our purposes.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+fn rows(snap: &Snapshot, hooks: HookSet, names: &mut Names) -> Vec<Row> {
+    let mut by: BTreeMap<(u32, Method), Counters> = BTreeMap::new();
+    for (k, v) in &snap.rows {
+        let m = Method::from_u32(k.method).unwrap_or(Method::Other);
+        by.entry((k.tgid, m)).or_default().add(v);
+    }
+    by.into_iter()
+        .map(|((pid, method), c)| {
+            let (comm, exited) = names.get(pid);
+            Row {
+                pid,
+                comm,
+                exited,
+                method,
+                measured: Measured::from_counters(&c, hooks),
+            }
+        })
+        .collect()
+}
+
+fn tag(b: &crate::model::Bytes) -> &'static str {
+    match b.source {
+        crate::model::Source::Observed => "o",
+        crate::model::Source::Derived => "d",
+    }
+}
+
+/// The strace -c style table.
+fn table(rows: &[Row]) -> String {
+    let mut s = format!(
+        "{:>7} {:<15} {:<15} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
+        "PID",
+        "COMM",
+        "METHOD",
+        "SYSCALLS",
+        "MODE-SW",
+        "CTX-SW v/i",
+        "USER>K",
+        "K>USER",
+        "K>K",
+        "PAGE-REF",
+        "DISK",
+        "IO-BYTES"
+    );
+    for r in rows {
+        let m = &r.measured;
+        let c = &m.cpu_copy_bytes;
+        let comm = if r.exited {
+            format!("{}*", r.comm)
+        } else {
+            r.comm.clone()
+        };
+        s += &format!(
+            "{:>7} {:<15} {:<15} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
+            r.pid,
+            comm,
+            r.method.name(),
+            m.syscalls,
+            m.mode_switches,
+            format!(
+                "{}/{}",
+                m.context_switches.voluntary, m.context_switches.involuntary
+            ),
+            format!(
+                "{} {}",
+                human_bytes(c.user_to_kernel.value),
+                tag(&c.user_to_kernel)
+            ),
+            format!(
+                "{} {}",
+                human_bytes(c.kernel_to_user.value),
+                tag(&c.kernel_to_user)
+            ),
+            format!(
+                "{} {}",
+                human_bytes(c.kernel_to_kernel.value),
+                tag(&c.kernel_to_kernel)
+            ),
+            format!(
+                "{} {}",
+                human_bytes(m.page_ref_bytes.value),
+                tag(&m.page_ref_bytes)
+            ),
+            human_bytes(m.dma_bytes.disk_read + m.dma_bytes.disk_write),
+            human_bytes(m.io_bytes),
+        );
+    }
+    s += "copies: o = observed at a kernel hook, d = derived from syscall results; * = exited\n";
+    s
+}
+
+/// The report destination.
+fn sink(opts: &TraceOptions, default_stderr: bool) -> Result<Box<dyn Write>> {
+    Ok(match &opts.output {
+        Some(p) => Box::new(File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        None if default_stderr => Box::new(io::stderr()),
+        None => Box::new(io::stdout()),
+    })
+}
+
+/// Samples the counters until `done()` or the duration or a signal, writing
+/// interval reports, then the final one.
+fn watch(
+    probes: &mut Probes,
+    opts: &TraceOptions,
+    stop: &AtomicBool,
+    out: &mut dyn Write,
+    hide: Option<u32>,
+    mut done: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let started = Instant::now();
+    let hooks = probes.hook_set();
+    let mut names = Names::default();
+    let mut ring = probes.take_events()?;
+    let mut next_report = opts.interval.map(|i| started + i);
+    let tick = Duration::from_millis(50);
+    loop {
+        names.drain(&mut ring);
+        let finished = done()?
+            || stop.load(Ordering::Relaxed)
+            || opts.duration.is_some_and(|d| started.elapsed() >= d);
+        let due = next_report.is_some_and(|t| Instant::now() >= t);
+        if finished || due {
+            names.drain(&mut ring);
+            let mut snap = probes.snapshot()?;
+            snap.rows.retain(|k, _| Some(k.tgid) != hide);
+            let rows = rows(&snap, hooks, &mut names);
+            report(out, opts, started, &rows, finished)?;
+            if let (Some(t), Some(i)) = (next_report.as_mut(), opts.interval) {
+                *t += i;
+            }
+        }
+        if finished {
+            return Ok(());
+        }
+        std::thread::sleep(tick);
+    }
+}
+
+fn report(
+    out: &mut dyn Write,
+    opts: &TraceOptions,
+    started: Instant,
+    rows: &[Row],
+    fin: bool,
+) -> Result<()> {
+    if opts.json {
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let line = JsonLine {
+            ts,
+            elapsed_s: started.elapsed().as_secs_f64(),
+            is_final: fin,
+            rows,
+        };
+        writeln!(out, "{}", serde_json::to_string(&line)?)?;
+    } else {
+        writeln!(
+            out,
+            "\n{} after {:.2} s:",
+            if fin {
+                "zctrace: final"
+            } else {
+                "zctrace: interval"
+            },
+            started.elapsed().as_secs_f64()
+        )?;
+        out.write_all(table(rows).as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Checks a PID given on the command line and returns its process (tgid).
+pub fn resolve_target(pid: u32) -> Result<u32> {
+    if pid == std::process::id() {
+        bail!(TargetError(format!(
+            "refusing to trace zctrace itself (PID {pid})"
+        )));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|_| TargetError(format!("no process with PID {pid}")))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+    };
+    let tgid = field("Tgid:").unwrap_or(pid);
+    // Kernel threads have no user memory; `Kthread: 1` since 6.x, and the
+    // PF_KTHREAD flag (0x00200000) in /proc/PID/stat everywhere.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let flags = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split_whitespace().nth(6))
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0);
+    if field("Kthread:") == Some(1) || flags & 0x0020_0000 != 0 {
+        bail!(TargetError(format!(
+            "PID {pid} is a kernel thread: it makes no syscalls to trace"
+        )));
+    }
+    if !proc_alive(tgid) {
+        bail!(TargetError(format!("PID {pid} has already exited")));
+    }
+    Ok(tgid)
+}
+
+/// `zctrace attach PID...`
+pub fn attach(
+    probes: &mut Probes,
+    pids: &[u32],
+    opts: &TraceOptions,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let mut targets = Vec::new();
+    for &pid in pids {
+        let tgid = resolve_target(pid)?;
+        if tgid != pid {
+            eprintln!("zctrace: {pid} is a thread of process {tgid}; tracing the process");
+        }
+        probes.trace_pid(tgid)?;
+        targets.push(tgid);
+    }
+    let mut out = sink(opts, false)?;
+    watch(probes, opts, stop, &mut *out, None, || {
+        Ok(targets.iter().all(|p| !proc_alive(*p)))
+    })
+}
+
+/// `zctrace run -- CMD...`: traced from its first instruction. While the
+/// command is spawned, zctrace traces itself with fork-following on, so the
+/// kernel adds the child to the traced set inside `fork()` itself; then
+/// zctrace takes itself out again (its own rows are left out of reports).
+/// Returns the command's exit status (128 + signal when killed).
+pub fn run(
+    probes: &mut Probes,
+    argv: &[OsString],
+    opts: &TraceOptions,
+    stop: &AtomicBool,
+) -> Result<u8> {
+    let Some((prog, args)) = argv.split_first() else {
+        bail!(TargetError(
+            "no command given: zctrace run -- CMD [ARGS...]".into()
+        ));
+    };
+    let me = std::process::id();
+    probes.trace_pid(me)?;
+    let spawned = Command::new(prog).args(args).spawn();
+    probes.untrace_pid(me)?;
+    let mut child = spawned.map_err(|e| {
+        let what = prog.to_string_lossy();
+        if e.kind() == io::ErrorKind::NotFound {
+            anyhow::Error::new(TargetError(format!("command not found: {what}")))
+        } else {
+            anyhow::Error::new(TargetError(format!("cannot start {what}: {e}")))
+        }
+    })?;
+    let mut out = sink(opts, true)?;
+    let mut status = None;
+    let watched = watch(probes, opts, stop, &mut *out, Some(me), || {
+        status = child.try_wait()?;
+        Ok(status.is_some())
+    });
+    let status = match status {
+        Some(s) => s,
+        None => {
+            // Stopped by Ctrl-C, --duration or an error: stop the command too.
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&child),
+                rustix::process::Signal::TERM,
+            );
+            child.wait()?
+        }
+    };
+    watched?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => u8::try_from(c).unwrap_or(1),
+        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(255),
+        _ => 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use zctrace_common::{CounterKey, counter};
+
+    use super::*;
+
+    #[test]
+    fn rows_group_by_process_and_method_and_the_table_shows_them() {
+        let mut snap = Snapshot::default();
+        let mut c = Counters::ZERO;
+        c.v[counter::SYSCALLS] = 514;
+        c.v[counter::K2U_DERIVED] = 32 << 20;
+        for tid in [10, 11] {
+            snap.rows.insert(
+                CounterKey {
+                    tgid: 10,
+                    tid,
+                    method: Method::ReadWrite as u32,
+                    call: 1,
+                },
+                c,
+            );
+        }
+        let mut names = Names::default();
+        let rows = rows(&snap, HookSet::default(), &mut names);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].measured.syscalls, 1028);
+        let t = table(&rows);
+        assert!(t.contains("read-write"), "{t}");
+        assert!(t.contains("64.0M d"), "{t}");
+        // PID 10 does not exist here (or is not ours): shown as exited.
+        assert!(rows[0].exited || proc_alive(10));
+    }
+
+    #[test]
+    fn bad_targets_are_one_line_errors() {
+        let e = resolve_target(std::process::id()).expect_err("self");
+        assert!(e.to_string().contains("itself"), "{e}");
+        let e = resolve_target(u32::MAX - 7).expect_err("no such pid");
+        assert!(e.to_string().contains("no process"), "{e}");
+        // kthreadd is PID 2 on every Linux system.
+        let e = resolve_target(2).expect_err("kernel thread");
+        assert!(e.to_string().contains("kernel thread"), "{e}");
+    }
+}
