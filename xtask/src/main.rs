@@ -43,6 +43,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure zctrace's overhead on syscall-heavy workloads (interleaved
+    /// bare / traced runs) and regenerate BENCHMARKS.md.
+    Bench {
+        /// Rounds per workload and mode.
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+    },
     /// Build zctrace (release) and run `zctrace demo` with these arguments.
     Demo {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -56,6 +63,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup().map(|_| ()),
         Cmd::Test { args } => test(&args),
         Cmd::Demo { args } => demo(&args),
+        Cmd::Bench { rounds } => bench(rounds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -356,4 +364,176 @@ fn demo(args: &[String]) -> Result<()> {
         bail!("zctrace demo exited with {status}");
     }
     Ok(())
+}
+
+/// One workload: a command that reports its own elapsed time, so process
+/// start-up and probe loading are not part of what is measured.
+struct Workload {
+    name: &'static str,
+    what: &'static str,
+    argv: Vec<String>,
+    parse: fn(&str) -> Option<f64>,
+}
+
+/// dd prints "... copied, 0.52 s, 3.9 GB/s" on stderr.
+fn dd_seconds(out: &str) -> Option<f64> {
+    let (_, rest) = out.lines().find_map(|l| l.split_once(" copied, "))?;
+    rest.split(" s").next()?.trim().parse().ok()
+}
+
+/// `zctrace workload` prints "elapsed_ns N".
+fn workload_seconds(out: &str) -> Option<f64> {
+    let ns: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("elapsed_ns "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(ns / 1e9)
+}
+
+fn bench(rounds: usize) -> Result<()> {
+    setup()?;
+    run(&mut cargo(&["build", "--release", "--package", "zctrace"])?)?;
+    let bin = workspace_root()
+        .join("target/release/zctrace")
+        .display()
+        .to_string();
+    let workloads = [
+        Workload {
+            name: "dd bs=4k",
+            what: "dd if=/dev/zero of=/dev/null bs=4k count=500000: 1,000,000 syscalls, the worst case",
+            argv: [
+                "dd",
+                "if=/dev/zero",
+                "of=/dev/null",
+                "bs=4k",
+                "count=500000",
+            ]
+            .map(String::from)
+            .to_vec(),
+            parse: dd_seconds,
+        },
+        Workload {
+            name: "read+write 4 KiB",
+            what: "64 MiB cached file to a loopback TCP socket in 4 KiB read()/write() pairs (zctrace workload)",
+            argv: vec![
+                bin.clone(),
+                "workload".into(),
+                "read-write".into(),
+                "--size".into(),
+                "64M".into(),
+                "--chunk".into(),
+                "4K".into(),
+            ],
+            parse: workload_seconds,
+        },
+        Workload {
+            name: "sendfile 64 KiB",
+            what: "64 MiB cached file to a loopback TCP socket in 64 KiB sendfile() calls (zctrace workload)",
+            argv: vec![
+                bin.clone(),
+                "workload".into(),
+                "sendfile".into(),
+                "--size".into(),
+                "64M".into(),
+                "--chunk".into(),
+                "64K".into(),
+            ],
+            parse: workload_seconds,
+        },
+    ];
+    let modes: [(&str, Vec<String>); 2] = [
+        ("bare", vec![]),
+        (
+            "zctrace run",
+            vec![
+                bin.clone(),
+                "run".into(),
+                "-o".into(),
+                "/dev/null".into(),
+                "--".into(),
+            ],
+        ),
+    ];
+    let mut table = String::new();
+    for w in &workloads {
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+        // Interleaved (A B A B ...) so drift affects both modes alike.
+        for _ in 0..rounds {
+            for (i, (_, prefix)) in modes.iter().enumerate() {
+                let argv: Vec<&String> = prefix.iter().chain(w.argv.iter()).collect();
+                let out = Command::new(argv[0]).args(&argv[1..]).output()?;
+                if !out.status.success() {
+                    bail!("{argv:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let secs = (w.parse)(&text)
+                    .ok_or_else(|| anyhow!("no timing in output of {argv:?}: {text}"))?;
+                samples[i].push(secs);
+            }
+        }
+        let bare = median(&samples[0]);
+        for (i, (mode, _)) in modes.iter().enumerate() {
+            let s = &samples[i];
+            let (lo, hi) = s
+                .iter()
+                .fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+            let line = format!(
+                "| {} | {} | {:.1} | {:.1} - {:.1} | {:.2}x |\n",
+                w.name,
+                mode,
+                median(s) * 1e3,
+                lo * 1e3,
+                hi * 1e3,
+                median(s) / bare
+            );
+            eprint!("{line}");
+            table.push_str(&line);
+        }
+    }
+    let uname = output(Command::new("uname").arg("-r"))?;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut doc = String::from("# Benchmarks\n\n");
+    doc += "Generated by `cargo xtask bench`; do not edit by hand.\n\n";
+    doc += &format!(
+        "Machine: {cpu}, {cores} cores; kernel {}; {rounds} interleaved rounds per mode.\n\n",
+        uname.trim()
+    );
+    doc += "Each workload times itself (dd's own report, `zctrace workload`'s elapsed time), so\n";
+    doc +=
+        "process start-up and probe loading are not counted. \"zctrace run\" traces the workload\n";
+    doc += "from its first instruction with every hook zctrace uses.\n\n";
+    doc += "| workload | mode | median ms | min - max ms | vs bare |\n|---|---|---|---|---|\n";
+    doc += &table;
+    doc += "\nWorkloads:\n\n";
+    for w in &workloads {
+        doc += &format!("- {}: {}\n", w.name, w.what);
+    }
+    let path = workspace_root().join("BENCHMARKS.md");
+    std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("xtask: wrote {}", path.display());
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
 }

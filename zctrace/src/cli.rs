@@ -30,6 +30,23 @@ pub enum Command {
     /// Load the probes, report which kernel hooks attach here and why any
     /// do not, then detach.
     Hooks(HooksArgs),
+    /// Run one demo method without any probes and print its elapsed time
+    /// (the workload of `cargo xtask bench`).
+    #[command(hide = true)]
+    Workload(WorkloadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkloadArgs {
+    #[arg(value_parser = parse_method)]
+    pub method: Method,
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub size: u64,
+    #[arg(long, default_value = "4K", value_parser = parse_size)]
+    pub chunk: u64,
+    /// Repeat the transfer this many times (one work file).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
 }
 
 #[derive(Debug, Args)]

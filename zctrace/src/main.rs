@@ -18,7 +18,7 @@ use anyhow::{Context as _, Result};
 use clap::Parser as _;
 
 use crate::{
-    cli::{AttachArgs, Cli, Command, DemoArgs, HooksArgs, RunArgs, TraceArgs},
+    cli::{AttachArgs, Cli, Command, DemoArgs, HooksArgs, RunArgs, TraceArgs, WorkloadArgs},
     demo::{DemoOptions, Interrupted, methods::DEMO_METHODS, report},
     preflight::Fatal,
     probe::{ProbeError, ProbeOptions, Probes},
@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Attach(args) => attach(&args).map(|()| 0),
         Command::Run(args) => run(&args),
         Command::Hooks(args) => hooks(&args).map(|()| 0),
+        Command::Workload(args) => workload(&args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -107,19 +108,28 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-fn demo(args: &DemoArgs) -> Result<()> {
-    let opts = DemoOptions {
-        size: args.size,
-        chunk: usize::try_from(args.chunk.min(args.size)).context("--chunk is too large")?,
-        methods: if args.methods.is_empty() {
+fn demo_options(size: u64, chunk: u64, methods: &[zctrace_common::Method]) -> Result<DemoOptions> {
+    Ok(DemoOptions {
+        size,
+        chunk: usize::try_from(chunk.min(size)).context("--chunk is too large")?,
+        methods: if methods.is_empty() {
             DEMO_METHODS.to_vec()
         } else {
-            args.methods.clone()
+            methods.to_vec()
         },
-        cold: args.cold,
-        pace: args.pace,
-        dir: args.dir.clone().unwrap_or_else(std::env::temp_dir),
-    };
+        cold: false,
+        pace: None,
+        dir: std::env::temp_dir(),
+    })
+}
+
+fn demo(args: &DemoArgs) -> Result<()> {
+    let mut opts = demo_options(args.size, args.chunk, &args.methods)?;
+    opts.cold = args.cold;
+    opts.pace = args.pace;
+    if let Some(dir) = &args.dir {
+        opts.dir.clone_from(dir);
+    }
     let stop = stop_flag()?;
     let mut probes = load_probes(ProbeOptions::default())?;
     probes.trace_pid(std::process::id())?;
@@ -210,4 +220,16 @@ fn run(args: &RunArgs) -> Result<u8> {
         &trace_options(&args.trace),
         &stop,
     )
+}
+
+/// Runs a method with no probes loaded; prints `elapsed_ns N` per repeat.
+fn workload(args: &WorkloadArgs) -> Result<()> {
+    let stop = stop_flag()?;
+    let opts = demo_options(args.size, args.chunk, &[args.method])?;
+    let ws = demo::Workspace::create(&opts)?;
+    for _ in 0..args.repeat {
+        let rec = demo::run_method(&ws, &opts, args.method, &stop)?;
+        emit(&format!("elapsed_ns {}\n", rec.elapsed().as_nanos()))?;
+    }
+    Ok(())
 }

@@ -148,6 +148,13 @@ pub struct RunRecord {
     zerocopy: Option<ZeroCopyReport>,
 }
 
+impl RunRecord {
+    /// How long the sender took (zero if skipped).
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+}
+
 /// Runs one method on a fresh thread against fresh receivers, checks the
 /// delivered bytes, and returns the thread ids the probes charged.
 pub fn run_method(
