@@ -1,15 +1,18 @@
 //! zctrace: live eBPF accounting of data copies, mode switches and context
 //! switches per I/O method.
 
+mod app;
 mod cli;
 mod demo;
 mod model;
 mod preflight;
 mod probe;
 mod trace;
+mod tui;
+mod ui;
 
 use std::{
-    io::Write as _,
+    io::{IsTerminal as _, Write as _},
     process::ExitCode,
     sync::{Arc, atomic::AtomicBool},
 };
@@ -134,6 +137,10 @@ fn demo(args: &DemoArgs) -> Result<()> {
     let mut probes = load_probes(ProbeOptions::default())?;
     probes.trace_pid(std::process::id())?;
     let kernel = preflight::kernel_release();
+    // The dashboard only on a terminal; a pipe or file gets the table.
+    if !args.no_tui && !args.json && std::io::stdout().is_terminal() {
+        return tui::run_demo(opts, probes, stop, args.repeat, kernel);
+    }
     loop {
         if !args.json {
             emit(&report::header(probes.hooks(), &kernel))?;
@@ -228,8 +235,8 @@ fn workload(args: &WorkloadArgs) -> Result<()> {
     let opts = demo_options(args.size, args.chunk, &[args.method])?;
     let ws = demo::Workspace::create(&opts)?;
     for _ in 0..args.repeat {
-        let rec = demo::run_method(&ws, &opts, args.method, &stop)?;
-        emit(&format!("elapsed_ns {}\n", rec.elapsed().as_nanos()))?;
+        let rec = demo::run_method(&ws, &opts, args.method, &stop, |_, _| {})?;
+        emit(&format!("elapsed_ns {}\n", rec.elapsed.as_nanos()))?;
     }
     Ok(())
 }

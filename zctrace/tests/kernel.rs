@@ -599,3 +599,145 @@ fn attach_refuses_bad_targets_with_one_line_and_status_5() {
     assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stderr).contains("command not found"));
 }
+
+/// A tmux session running zctrace; killed on drop.
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    fn start(w: u16, h: u16, cmd: &str) -> Self {
+        let name = format!("zctrace-test-{}-{w}x{h}", std::process::id());
+        // CI runs with no terminal and maybe no TERM: tmux needs one to
+        // describe its own.
+        let status = Command::new("tmux")
+            .env(
+                "TERM",
+                std::env::var("TERM")
+                    .ok()
+                    .filter(|t| !t.is_empty() && t != "dumb")
+                    .unwrap_or_else(|| "xterm-256color".into()),
+            )
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                &w.to_string(),
+                "-y",
+                &h.to_string(),
+            ])
+            .arg(format!("{cmd}; echo ZCTRACE_EXIT=$?; sleep 60"))
+            .status()
+            .expect("tmux (cargo xtask setup installs it)");
+        assert!(status.success());
+        Tmux { name }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .expect("capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        Command::new("tmux")
+            .args(["send-keys", "-t", &self.name])
+            .args(keys)
+            .status()
+            .expect("send-keys");
+    }
+
+    /// Polls the screen until `pred` holds (20 s at most).
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}:\n{s}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    fn alternate_screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["display-message", "-p", "-t", &self.name, "#{alternate_on}"])
+            .output()
+            .expect("display-message");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn dashboard_end_to_end_in_tmux() {
+    if !root() {
+        return;
+    }
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = env!("CARGO_BIN_EXE_zctrace");
+    let t = Tmux::start(
+        80,
+        24,
+        &format!("{bin} demo --size 8M --methods read-write,sendfile,splice"),
+    );
+    // Live numbers from the probes: read+write's 2 syscalls and 2 CPU
+    // copies per chunk, sendfile's 0 copies.
+    let s = t.wait_for("all methods done", |s| s.matches(" done ").count() >= 3);
+    let row = |name: &str| {
+        s.lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(row("read-write").contains("2 / 2.00"), "{s}");
+    assert!(row("sendfile").contains("0 / 0.00"), "{s}");
+    assert_eq!(t.alternate_screen(), "1");
+    t.keys(&["2"]);
+    t.wait_for("the copy-path diagram", |s| {
+        s.contains("user/kernel boundary") && s.contains("CPU copy 8.0M")
+    });
+    t.keys(&["j", "3", "n"]);
+    t.wait_for("step 2 of sendfile", |s| s.contains("step 2/5 of sendfile"));
+    t.keys(&["?"]);
+    t.wait_for("help", |s| s.contains(" keys ") && s.contains("Ctrl-C"));
+    t.keys(&["x", "q"]);
+    t.wait_for("a clean exit", |s| s.contains("ZCTRACE_EXIT=0"));
+    assert_eq!(t.alternate_screen(), "0", "alternate screen left behind");
+    let s = t.screen();
+    assert!(
+        !s.contains("┌"),
+        "dashboard left on the normal screen:\n{s}"
+    );
+}
+
+#[test]
+fn dashboard_says_when_the_terminal_is_too_small_and_ctrl_c_quits() {
+    if !root() {
+        return;
+    }
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = env!("CARGO_BIN_EXE_zctrace");
+    let t = Tmux::start(50, 12, &format!("{bin} demo --size 4M --methods sendfile"));
+    t.wait_for("the too-small message", |s| {
+        s.contains("terminal too small: 50x12")
+    });
+    t.keys(&["C-c"]);
+    t.wait_for("a clean exit", |s| s.contains("ZCTRACE_EXIT=0"));
+    assert_eq!(t.alternate_screen(), "0");
+}

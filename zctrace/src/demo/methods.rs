@@ -103,8 +103,14 @@ pub const DEMO_METHODS: [Method; 9] = [
 
 /// Runs `method` on the calling thread. `socks` holds
 /// [`sockets_needed`] connected sockets; they are closed when it returns.
-pub fn run(method: Method, t: &Transfer, socks: Vec<TcpStream>) -> io::Result<Outcome> {
+pub fn run(
+    method: Method,
+    t: &Transfer,
+    socks: Vec<TcpStream>,
+    started: impl FnOnce(u32),
+) -> io::Result<Outcome> {
     let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    started(tid);
     let started = Instant::now();
     let mut zerocopy = None;
     let mut written_file = None;

@@ -138,21 +138,16 @@ impl MethodResult {
     }
 }
 
-/// What one method's run left behind, before the counters are read.
+/// What one method's run left behind (or, while it runs, what is known
+/// so far), before the counters are read.
+#[derive(Clone, Debug)]
 pub struct RunRecord {
-    method: Method,
-    skipped: Option<String>,
-    elapsed: Duration,
-    sender_tid: u32,
-    receiver_tids: Vec<u32>,
-    zerocopy: Option<ZeroCopyReport>,
-}
-
-impl RunRecord {
-    /// How long the sender took (zero if skipped).
-    pub fn elapsed(&self) -> Duration {
-        self.elapsed
-    }
+    pub method: Method,
+    pub skipped: Option<String>,
+    pub elapsed: Duration,
+    pub sender_tid: u32,
+    pub receiver_tids: Vec<u32>,
+    pub zerocopy: Option<ZeroCopyReport>,
 }
 
 /// Runs one method on a fresh thread against fresh receivers, checks the
@@ -162,12 +157,13 @@ pub fn run_method(
     opts: &DemoOptions,
     method: Method,
     stop: &AtomicBool,
+    started: impl FnOnce(u32, Vec<u32>) + Send,
 ) -> Result<RunRecord> {
     if opts.cold {
         evict(&ws.file)?;
     }
     let mut socks = Vec::new();
-    let mut receivers = Vec::new();
+    let mut receivers: Vec<Receiver> = Vec::new();
     for _ in 0..methods::sockets_needed(method) {
         let (sock, rx) = Receiver::spawn(opts.chunk).context("starting the loopback receiver")?;
         socks.push(sock);
@@ -186,7 +182,10 @@ pub fn run_method(
     let outcome = thread::scope(|s| {
         thread::Builder::new()
             .name(format!("zctrace-{}", method.name()))
-            .spawn_scoped(s, || methods::run(method, &transfer, socks))
+            .spawn_scoped(s, || {
+                let rx_tids = receivers.iter().map(|r| r.tid).collect();
+                methods::run(method, &transfer, socks, |tid| started(tid, rx_tids))
+            })
             .map_err(anyhow::Error::from)?
             .join()
             .map_err(|_| anyhow!("{} sender thread panicked", method.name()))?
@@ -331,7 +330,7 @@ pub fn run_all(
         if stop.load(Ordering::Relaxed) {
             bail!(Interrupted);
         }
-        let rec = run_method(&ws, opts, m, stop).map_err(|e| {
+        let rec = run_method(&ws, opts, m, stop, |_, _| {}).map_err(|e| {
             if stop.load(Ordering::Relaxed) {
                 anyhow!(Interrupted)
             } else {

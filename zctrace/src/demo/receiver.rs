@@ -16,6 +16,8 @@ pub struct Received {
 
 pub struct Receiver {
     handle: JoinHandle<io::Result<Received>>,
+    /// The draining thread's id (the probes charge its copies to it).
+    pub tid: u32,
 }
 
 impl Receiver {
@@ -25,11 +27,19 @@ impl Receiver {
     pub fn spawn(buf_size: usize) -> io::Result<(TcpStream, Receiver)> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         let addr = listener.local_addr()?;
+        let (tid_tx, tid_rx) = std::sync::mpsc::sync_channel(1);
         let handle = thread::Builder::new()
             .name("zctrace-recv".into())
-            .spawn(move || drain(&listener, buf_size))?;
+            .spawn(move || {
+                let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+                let _ = tid_tx.send(tid);
+                drain(&listener, tid, buf_size)
+            })?;
+        let tid = tid_rx
+            .recv()
+            .map_err(|_| io::Error::other("receiver thread died"))?;
         let client = TcpStream::connect(addr)?;
-        Ok((client, Receiver { handle }))
+        Ok((client, Receiver { handle, tid }))
     }
 
     pub fn join(self) -> io::Result<Received> {
@@ -39,8 +49,7 @@ impl Receiver {
     }
 }
 
-fn drain(listener: &TcpListener, buf_size: usize) -> io::Result<Received> {
-    let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+fn drain(listener: &TcpListener, tid: u32, buf_size: usize) -> io::Result<Received> {
     let (mut conn, _) = listener.accept()?;
     let mut buf = vec![0u8; buf_size.max(4096)];
     let mut crc = crc32fast::Hasher::new();

@@ -36,6 +36,25 @@ impl Snapshot {
     pub fn thread_all(&self, tid: u32) -> Counters {
         self.sum(|k| k.tid == tid)
     }
+
+    /// What happened since `base` (for "reset counters" without touching
+    /// the kernel). Saturating: a counter never goes below zero.
+    pub fn since(&self, base: &Snapshot) -> Snapshot {
+        let rows = self
+            .rows
+            .iter()
+            .map(|(k, v)| {
+                let mut d = *v;
+                if let Some(b) = base.rows.get(k) {
+                    for (x, y) in d.v.iter_mut().zip(b.v.iter()) {
+                        *x = x.saturating_sub(*y);
+                    }
+                }
+                (*k, d)
+            })
+            .collect();
+        Snapshot { rows }
+    }
 }
 
 /// How a number was obtained.
@@ -287,6 +306,25 @@ mod tests {
             .insert(key(8, Method::ReadWrite), row(&[(counter::SYSCALLS, 100)]));
         assert_eq!(s.thread_io(7).v[counter::SYSCALLS], 512);
         assert_eq!(s.thread_all(7).v[counter::SYSCALLS], 521);
+    }
+
+    #[test]
+    fn since_subtracts_and_never_underflows() {
+        let mut a = Snapshot::default();
+        a.rows
+            .insert(key(1, Method::Sendfile), row(&[(counter::SYSCALLS, 10)]));
+        let mut b = Snapshot::default();
+        b.rows
+            .insert(key(1, Method::Sendfile), row(&[(counter::SYSCALLS, 25)]));
+        b.rows
+            .insert(key(2, Method::Sendfile), row(&[(counter::SYSCALLS, 3)]));
+        let d = b.since(&a);
+        assert_eq!(d.rows[&key(1, Method::Sendfile)].v[counter::SYSCALLS], 15);
+        assert_eq!(d.rows[&key(2, Method::Sendfile)].v[counter::SYSCALLS], 3);
+        assert_eq!(
+            a.since(&b).rows[&key(1, Method::Sendfile)].v[counter::SYSCALLS],
+            0
+        );
     }
 
     #[test]

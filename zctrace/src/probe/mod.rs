@@ -250,13 +250,6 @@ impl Probes {
     }
 
     /// Turns the per-syscall event stream on or off.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "for the dashboard's event log, which is not built yet"
-        )
-    )]
     pub fn set_events(&mut self, on: bool) -> Result<(), ProbeError> {
         let mut cfg: Array<_, u32> = Array::try_from(self.map_mut("CONFIG")?)?;
         cfg.set(config::EVENTS_ENABLED, u32::from(on), 0)?;

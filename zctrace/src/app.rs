@@ -1,0 +1,494 @@
+//! Dashboard state. `update` folds one event into it; rendering (src/ui)
+//! only reads it. No I/O here.
+
+use std::{collections::VecDeque, time::Duration};
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use zctrace_common::{Call, Event, FdKind, Method, event_kind};
+
+use crate::{
+    demo::{DemoOptions, MethodResult, RunRecord, measure},
+    model::{HookSet, Snapshot},
+    probe::{HookStatus, Stats},
+};
+
+/// The dashboard's views, in Tab order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    Methods,
+    Diagram,
+    Narration,
+    Log,
+}
+
+impl View {
+    pub const ALL: [View; 4] = [View::Methods, View::Diagram, View::Narration, View::Log];
+
+    pub const fn title(self) -> &'static str {
+        match self {
+            View::Methods => "1 Methods",
+            View::Diagram => "2 Copy path",
+            View::Narration => "3 Step through",
+            View::Log => "4 Events",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunState {
+    Waiting,
+    Running,
+    Done,
+    Skipped(String),
+}
+
+/// One method of the demo as the dashboard knows it.
+#[derive(Clone, Debug)]
+pub struct LiveMethod {
+    pub method: Method,
+    pub state: RunState,
+    pub record: Option<RunRecord>,
+}
+
+/// One line of the event log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub what: String,
+    pub method: Method,
+    pub ret: i64,
+    pub fd: FdKind,
+    pub dur_ns: u64,
+}
+
+/// Everything that can change the dashboard.
+#[derive(Debug)]
+pub enum AppEvent {
+    Key(KeyEvent),
+    Resize,
+    /// A probe sample: counters, health and new ring-buffer events.
+    Sample {
+        snapshot: Snapshot,
+        stats: Stats,
+        events: Vec<Event>,
+    },
+    /// A demo method started on these threads (sender, receivers).
+    Started {
+        index: usize,
+        sender_tid: u32,
+        receiver_tids: Vec<u32>,
+    },
+    /// A demo method finished (or was skipped).
+    Finished {
+        index: usize,
+        record: RunRecord,
+    },
+    /// A demo round finished; `Err` carries a failure to show.
+    RoundDone(Result<(), String>),
+    /// Periodic tick (running methods' elapsed time moves on).
+    Tick(Duration),
+}
+
+pub const LOG_CAPACITY: usize = 500;
+
+pub struct App {
+    pub view: View,
+    pub selected: usize,
+    pub methods: Vec<LiveMethod>,
+    pub opts: DemoOptions,
+    pub snapshot: Snapshot,
+    /// Counters at the last reset ('r').
+    pub baseline: Snapshot,
+    pub hooks: Vec<HookStatus>,
+    pub hookset: HookSet,
+    pub kernel: String,
+    pub pid: u32,
+    pub stats: Stats,
+    pub log: VecDeque<LogEntry>,
+    /// Lines scrolled back from the newest log entry.
+    pub log_scroll: usize,
+    /// Kernel time of the first event seen (the log's time origin).
+    pub log_t0: Option<u64>,
+    /// Freeze the display (space).
+    pub paused: bool,
+    /// Narration step of the selected method.
+    pub step: usize,
+    pub help: bool,
+    pub quit: bool,
+    pub rounds: u32,
+    pub error: Option<String>,
+    pub refresh: Duration,
+    /// Elapsed time of the running method, from ticks.
+    pub running_for: Duration,
+}
+
+impl App {
+    pub fn new(
+        opts: DemoOptions,
+        hooks: Vec<HookStatus>,
+        hookset: HookSet,
+        kernel: String,
+        pid: u32,
+    ) -> Self {
+        let methods = opts
+            .methods
+            .iter()
+            .map(|&method| LiveMethod {
+                method,
+                state: RunState::Waiting,
+                record: None,
+            })
+            .collect();
+        App {
+            view: View::Methods,
+            selected: 0,
+            methods,
+            opts,
+            snapshot: Snapshot::default(),
+            baseline: Snapshot::default(),
+            hooks,
+            hookset,
+            kernel,
+            pid,
+            stats: Stats::default(),
+            log: VecDeque::with_capacity(LOG_CAPACITY),
+            log_scroll: 0,
+            log_t0: None,
+            paused: false,
+            step: 0,
+            help: false,
+            quit: false,
+            rounds: 0,
+            error: None,
+            refresh: Duration::from_millis(250),
+            running_for: Duration::ZERO,
+        }
+    }
+
+    /// Whether the event log is on screen (the kernel only fills the ring
+    /// buffer when someone looks at it).
+    pub fn wants_events(&self) -> bool {
+        self.view == View::Log && !self.paused
+    }
+
+    pub fn selected_method(&self) -> Option<&LiveMethod> {
+        self.methods.get(self.selected)
+    }
+
+    /// The measured result of one method: final once it ran, live while it
+    /// runs, None before.
+    pub fn result(&self, index: usize) -> Option<MethodResult> {
+        let m = self.methods.get(index)?;
+        let mut rec = m.record.clone()?;
+        if m.state == RunState::Running {
+            rec.elapsed = self.running_for;
+        }
+        let snap = self.snapshot.since(&self.baseline);
+        Some(measure(&rec, &self.opts, &snap, self.hookset))
+    }
+
+    /// Applies one event; returns whether the screen needs a redraw.
+    pub fn update(&mut self, ev: AppEvent) -> bool {
+        match ev {
+            AppEvent::Key(k) => self.key(k),
+            AppEvent::Resize => true,
+            AppEvent::Sample {
+                snapshot,
+                stats,
+                events,
+            } => {
+                if self.paused {
+                    return false;
+                }
+                self.snapshot = snapshot;
+                self.stats = stats;
+                for e in events {
+                    self.push_log(&e);
+                }
+                true
+            }
+            AppEvent::Started {
+                index,
+                sender_tid,
+                receiver_tids,
+            } => {
+                if let Some(m) = self.methods.get_mut(index) {
+                    m.state = RunState::Running;
+                    m.record = Some(RunRecord {
+                        method: m.method,
+                        skipped: None,
+                        elapsed: Duration::ZERO,
+                        sender_tid,
+                        receiver_tids,
+                        zerocopy: None,
+                    });
+                    self.running_for = Duration::ZERO;
+                }
+                true
+            }
+            AppEvent::Finished { index, record } => {
+                if let Some(m) = self.methods.get_mut(index) {
+                    m.state = match &record.skipped {
+                        Some(why) => RunState::Skipped(why.clone()),
+                        None => RunState::Done,
+                    };
+                    m.record = Some(record);
+                }
+                true
+            }
+            AppEvent::RoundDone(r) => {
+                self.rounds += 1;
+                if let Err(e) = r {
+                    self.error = Some(e);
+                }
+                true
+            }
+            AppEvent::Tick(dt) => {
+                let running = self.methods.iter().any(|m| m.state == RunState::Running);
+                if running {
+                    self.running_for += dt;
+                }
+                running && !self.paused
+            }
+        }
+    }
+
+    fn key(&mut self, k: KeyEvent) -> bool {
+        if k.kind == KeyEventKind::Release {
+            return false;
+        }
+        if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
+            self.quit = true;
+            return true;
+        }
+        if self.help {
+            // Any key closes the help overlay (q still quits).
+            self.help = false;
+            if k.code == KeyCode::Char('q') {
+                self.quit = true;
+            }
+            return true;
+        }
+        match k.code {
+            KeyCode::Char('q') | KeyCode::Esc => self.quit = true,
+            KeyCode::Char('?') | KeyCode::Char('h') => self.help = true,
+            KeyCode::Tab => self.view = next_view(self.view, 1),
+            KeyCode::BackTab => self.view = next_view(self.view, -1),
+            KeyCode::Char(c @ '1'..='4') => {
+                self.view = View::ALL[(c as u8 - b'1') as usize];
+            }
+            KeyCode::Down | KeyCode::Char('j') => self.move_selection(1),
+            KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1),
+            KeyCode::PageUp => self.scroll(10),
+            KeyCode::PageDown => self.scroll(-10),
+            KeyCode::Char(' ') => self.paused = !self.paused,
+            KeyCode::Char('n') | KeyCode::Right => self.step += 1,
+            KeyCode::Char('p') | KeyCode::Left => self.step = self.step.saturating_sub(1),
+            KeyCode::Char('r') => {
+                self.baseline = self.snapshot.clone();
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn move_selection(&mut self, d: i32) {
+        if self.view == View::Log {
+            self.scroll(-d);
+            return;
+        }
+        let n = self.methods.len();
+        if n == 0 {
+            return;
+        }
+        self.selected = (self.selected as i64 + i64::from(d)).rem_euclid(n as i64) as usize;
+        self.step = 0;
+    }
+
+    fn scroll(&mut self, d: i32) {
+        let max = self.log.len().saturating_sub(1);
+        self.log_scroll = (self.log_scroll as i64 + i64::from(d)).clamp(0, max as i64) as usize;
+    }
+
+    fn push_log(&mut self, e: &Event) {
+        let what = match e.kind {
+            event_kind::SYSCALL => Call::from_u32(e.call)
+                .unwrap_or(Call::Other)
+                .name()
+                .to_owned(),
+            event_kind::FORK => format!("fork -> {}", e.ret),
+            event_kind::PROCESS_EXIT => "exit".into(),
+            _ => return,
+        };
+        if self.log.len() == LOG_CAPACITY {
+            self.log.pop_front();
+        }
+        if e.ts_ns != 0 && self.log_t0.is_none() {
+            self.log_t0 = Some(e.ts_ns);
+        }
+        self.log.push_back(LogEntry {
+            ts_ns: e.ts_ns,
+            tgid: e.tgid,
+            tid: e.tid,
+            comm: e.comm_str().to_owned(),
+            what,
+            method: Method::from_u32(e.method).unwrap_or(Method::Other),
+            ret: if e.kind == event_kind::SYSCALL {
+                e.ret
+            } else {
+                0
+            },
+            fd: FdKind::from_u32(e.in_kind),
+            dur_ns: e.dur_ns,
+        });
+    }
+}
+
+fn next_view(v: View, d: i32) -> View {
+    let i = View::ALL.iter().position(|x| *x == v).unwrap_or(0) as i32;
+    View::ALL[(i + d).rem_euclid(View::ALL.len() as i32) as usize]
+}
+
+#[cfg(test)]
+pub mod tests {
+    use ratatui::crossterm::event::KeyEventState;
+    use zctrace_common::{CounterKey, Counters, counter};
+
+    use super::*;
+
+    pub fn opts() -> DemoOptions {
+        DemoOptions {
+            size: 16 << 20,
+            chunk: 64 << 10,
+            methods: vec![Method::ReadWrite, Method::Sendfile],
+            cold: false,
+            pace: None,
+            dir: std::env::temp_dir(),
+        }
+    }
+
+    pub fn app() -> App {
+        App::new(
+            opts(),
+            Vec::new(),
+            HookSet::default(),
+            "6.18.0-test".into(),
+            42,
+        )
+    }
+
+    fn key(c: KeyCode) -> AppEvent {
+        AppEvent::Key(KeyEvent {
+            code: c,
+            modifiers: KeyModifiers::NONE,
+            kind: KeyEventKind::Press,
+            state: KeyEventState::NONE,
+        })
+    }
+
+    /// An app whose read-write ran on tid 7 and moved 16 MiB twice.
+    pub fn app_with_read_write() -> App {
+        let mut a = app();
+        a.update(AppEvent::Started {
+            index: 0,
+            sender_tid: 7,
+            receiver_tids: vec![8],
+        });
+        let mut c = Counters::ZERO;
+        c.v[counter::SYSCALLS] = 512;
+        c.v[counter::K2U_DERIVED] = 16 << 20;
+        c.v[counter::U2K_DERIVED] = 16 << 20;
+        let mut snapshot = Snapshot::default();
+        snapshot.rows.insert(
+            CounterKey {
+                tgid: 42,
+                tid: 7,
+                method: Method::ReadWrite as u32,
+                call: 1,
+            },
+            c,
+        );
+        a.update(AppEvent::Sample {
+            snapshot,
+            stats: Stats::default(),
+            events: Vec::new(),
+        });
+        a
+    }
+
+    #[test]
+    fn keys_switch_views_select_and_quit() {
+        let mut a = app();
+        assert!(a.update(key(KeyCode::Tab)));
+        assert_eq!(a.view, View::Diagram);
+        a.update(key(KeyCode::Char('4')));
+        assert_eq!(a.view, View::Log);
+        assert!(a.wants_events());
+        a.update(key(KeyCode::Char('1')));
+        a.update(key(KeyCode::Char('j')));
+        assert_eq!(a.selected, 1);
+        a.update(key(KeyCode::Char('j')));
+        assert_eq!(a.selected, 0, "wraps around");
+        a.update(key(KeyCode::Char('?')));
+        assert!(a.help);
+        a.update(key(KeyCode::Char('x')));
+        assert!(!a.help && !a.quit);
+        a.update(key(KeyCode::Char('q')));
+        assert!(a.quit);
+    }
+
+    #[test]
+    fn live_numbers_come_from_the_snapshot_and_reset_uses_a_baseline() {
+        let mut a = app_with_read_write();
+        let r = a.result(0).expect("running method has a live result");
+        assert_eq!(r.sender.expect("sender").syscalls, 512);
+        assert!(a.result(1).is_none(), "not started yet");
+        a.update(key(KeyCode::Char('r')));
+        let r = a.result(0).expect("result");
+        assert_eq!(
+            r.sender.expect("sender").syscalls,
+            0,
+            "reset subtracts the baseline"
+        );
+    }
+
+    #[test]
+    fn pause_freezes_samples_and_the_log_is_bounded() {
+        let mut a = app();
+        a.update(key(KeyCode::Char(' ')));
+        let changed = a.update(AppEvent::Sample {
+            snapshot: Snapshot::default(),
+            stats: Stats {
+                events_dropped: 9,
+                ..Stats::default()
+            },
+            events: Vec::new(),
+        });
+        assert!(!changed);
+        assert_eq!(a.stats.events_dropped, 0);
+        a.update(key(KeyCode::Char(' ')));
+        let ev = Event {
+            ts_ns: 1,
+            dur_ns: 2,
+            ret: 4096,
+            tgid: 42,
+            tid: 7,
+            kind: event_kind::SYSCALL,
+            method: Method::ReadWrite as u32,
+            call: Call::Read as u32,
+            in_kind: FdKind::File as u32,
+            comm: *b"zctrace\0\0\0\0\0\0\0\0\0",
+        };
+        a.update(AppEvent::Sample {
+            snapshot: Snapshot::default(),
+            stats: Stats::default(),
+            events: vec![ev; LOG_CAPACITY + 10],
+        });
+        assert_eq!(a.log.len(), LOG_CAPACITY);
+        assert_eq!(a.log[0].what, "read");
+        assert_eq!(a.log[0].comm, "zctrace");
+    }
+}

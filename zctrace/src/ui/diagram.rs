@@ -1,0 +1,541 @@
+//! The copy-path diagram: disk, page cache, user buffer, socket buffer and
+//! NIC, the user/kernel boundary, and one arrow per data movement of the
+//! method, lit and labelled with the bytes the probes counted for it.
+
+use ratatui::{
+    buffer::Buffer,
+    layout::{Alignment, Constraint, Layout, Rect},
+    style::{Color, Style},
+    text::{Line, Span},
+    widgets::{Block, Paragraph, Widget},
+};
+use zctrace_common::Method;
+
+use super::mech_style;
+use crate::{
+    app::App,
+    model::{Measured, human_bytes, ratio, theory::theory},
+};
+
+/// How data crosses an arrow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mech {
+    Cpu,
+    Dma,
+    Refs,
+}
+
+impl Mech {
+    const fn name(self) -> &'static str {
+        match self {
+            Mech::Cpu => "CPU copy",
+            Mech::Dma => "DMA",
+            Mech::Refs => "page refs",
+        }
+    }
+}
+
+/// The arrows of the classic picture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HopKind {
+    DiskToCache,
+    CacheToUser,
+    UserToSocket,
+    CacheToSocket,
+    SocketToNic,
+    DiskToUser,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hop {
+    pub kind: HopKind,
+    pub mech: Mech,
+    /// Bytes the probes counted for this arrow (None: not measured yet).
+    pub bytes: Option<u64>,
+}
+
+/// The textbook arrows of a method, with what was measured on each.
+pub fn hops(m: Method, meas: Option<&Measured>) -> Vec<Hop> {
+    use HopKind::*;
+    let h = |kind, mech, f: fn(&Measured) -> u64| Hop {
+        kind,
+        mech,
+        bytes: meas.map(f),
+    };
+    let disk = |s: &Measured| s.dma_bytes.disk_read;
+    let nic = |s: &Measured| s.dma_bytes.nic;
+    let refs = |s: &Measured| s.page_ref_bytes.value;
+    match m {
+        Method::ReadWrite => vec![
+            h(DiskToCache, Mech::Dma, disk),
+            h(CacheToUser, Mech::Cpu, |s| {
+                s.cpu_copy_bytes.kernel_to_user.value
+            }),
+            h(UserToSocket, Mech::Cpu, |s| {
+                s.cpu_copy_bytes.user_to_kernel.value
+            }),
+            h(SocketToNic, Mech::Dma, nic),
+        ],
+        Method::MmapWrite => vec![
+            h(DiskToCache, Mech::Dma, disk),
+            h(CacheToSocket, Mech::Cpu, |s| {
+                s.cpu_copy_bytes.user_to_kernel.value
+            }),
+            h(SocketToNic, Mech::Dma, nic),
+        ],
+        Method::Sendfile | Method::Splice | Method::Tee => vec![
+            h(DiskToCache, Mech::Dma, disk),
+            h(CacheToSocket, Mech::Refs, refs),
+            h(SocketToNic, Mech::Dma, nic),
+        ],
+        Method::Vmsplice | Method::ZeroCopySend => vec![
+            h(UserToSocket, Mech::Refs, refs),
+            h(SocketToNic, Mech::Dma, nic),
+        ],
+        Method::CopyFileRange => vec![
+            h(DiskToCache, Mech::Dma, disk),
+            h(CacheToSocket, Mech::Cpu, |s| {
+                s.cpu_copy_bytes.kernel_to_kernel.value
+            }),
+            h(SocketToNic, Mech::Dma, |s| s.dma_bytes.disk_write),
+        ],
+        Method::DirectIo => vec![
+            h(DiskToUser, Mech::Dma, disk),
+            h(UserToSocket, Mech::Cpu, |s| {
+                s.cpu_copy_bytes.user_to_kernel.value
+            }),
+            h(SocketToNic, Mech::Dma, nic),
+        ],
+        Method::SocketRecv | Method::SocketSend | Method::Other | Method::IoUring => Vec::new(),
+    }
+}
+
+/// Where a vertical arrow runs: column x, rows top..=bottom.
+#[derive(Clone, Copy)]
+struct Column {
+    x: u16,
+    top: u16,
+    bottom: u16,
+    up: bool,
+}
+
+/// Mode switches per chunk: the textbook's and the measured.
+pub type Switches = (Option<u32>, Option<f64>);
+
+/// What it takes to draw one method's diagram.
+pub struct DiagramParts {
+    pub method: Method,
+    pub hops: Vec<Hop>,
+    pub switches: Switches,
+}
+
+/// One method's diagram.
+pub struct Diagram<'a> {
+    pub method: Method,
+    pub hops: &'a [Hop],
+    /// The arrow the step-through is talking about.
+    pub focus: Option<HopKind>,
+    /// Mode switches per chunk: theory and measured.
+    pub switches: Switches,
+}
+
+const fn uses_user_buffer(m: Method) -> bool {
+    matches!(
+        m,
+        Method::ReadWrite | Method::DirectIo | Method::Vmsplice | Method::ZeroCopySend
+    )
+}
+
+/// Draws a labelled box.
+fn boxed(buf: &mut Buffer, r: Rect, label: &str, active: bool) {
+    let style = if active {
+        Style::new()
+    } else {
+        Style::new().fg(Color::DarkGray)
+    };
+    Block::bordered().border_style(style).render(r, buf);
+    if r.height >= 3 {
+        let inner = Rect {
+            x: r.x + 1,
+            y: r.y + r.height / 2,
+            width: r.width.saturating_sub(2),
+            height: 1,
+        };
+        Paragraph::new(Span::styled(label.to_owned(), style.bold()))
+            .alignment(Alignment::Center)
+            .render(inner, buf);
+    }
+}
+
+fn put(buf: &mut Buffer, area: Rect, x: u16, y: u16, s: &str, style: Style) {
+    if y >= area.bottom() || x >= area.right() {
+        return;
+    }
+    let room = (area.right() - x) as usize;
+    let text: String = s.chars().take(room).collect();
+    buf.set_string(x, y, text, style);
+}
+
+impl Diagram<'_> {
+    fn hop(&self, k: HopKind) -> Option<&Hop> {
+        self.hops.iter().find(|h| h.kind == k)
+    }
+
+    fn style_of(&self, h: &Hop) -> Style {
+        let lit = h.bytes.is_some_and(|b| b > 0);
+        let s = mech_style(h.mech, lit);
+        if self.focus == Some(h.kind) {
+            s.reversed()
+        } else {
+            s
+        }
+    }
+
+    fn label(h: &Hop) -> String {
+        match h.bytes {
+            None => h.mech.name().to_owned(),
+            Some(b) => format!("{} {}", h.mech.name(), human_bytes(b)),
+        }
+    }
+
+    /// A vertical arrow from row y0 to y1 (pointing up or down), labelled
+    /// on its last-but-one row (clear of the boundary line).
+    fn vertical(&self, buf: &mut Buffer, area: Rect, k: HopKind, col: Column) {
+        let Column {
+            x,
+            top: y0,
+            bottom: y1,
+            up,
+        } = col;
+        let Some(h) = self.hop(k) else { return };
+        let st = self.style_of(h);
+        for y in y0..=y1 {
+            let ch = if up && y == y0 {
+                "▲"
+            } else if !up && y == y1 {
+                "▼"
+            } else {
+                "│"
+            };
+            put(buf, area, x, y, ch, st);
+        }
+        put(
+            buf,
+            area,
+            x + 2,
+            y1.saturating_sub(1).max(y0),
+            &Self::label(h),
+            st,
+        );
+    }
+}
+
+impl Widget for Diagram<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let block = Block::bordered().title(format!(" {} ", self.method.name()));
+        let inner = block.inner(area);
+        block.render(area, buf);
+        if inner.width < 44 || inner.height < 16 {
+            // Too small for the picture: the arrows as a list.
+            let lines: Vec<Line> = self
+                .hops
+                .iter()
+                .map(|h| {
+                    Line::from(Span::styled(
+                        format!("{:?}: {}", h.kind, Self::label(h)),
+                        self.style_of(h),
+                    ))
+                })
+                .collect();
+            Paragraph::new(lines).render(inner, buf);
+            return;
+        }
+        let (x0, y0, w) = (inner.x, inner.y, inner.width);
+        // Mode switches: one dip into the kernel per syscall of a chunk.
+        let (th, me) = self.switches;
+        let dips = th.map_or(0, |t| t / 2) as usize;
+        let wave = format!("user {}", "▔▔╲▁▁╱".repeat(dips.max(1)));
+        put(buf, inner, x0, y0, &wave, Style::new().fg(Color::Magenta));
+        put(
+            buf,
+            inner,
+            x0,
+            y0 + 1,
+            &format!(
+                "mode switches per chunk: textbook {}, measured {}",
+                th.map_or("-".into(), |t| t.to_string()),
+                me.map_or("-".into(), |m| format!("{m:.2}"))
+            ),
+            Style::new().fg(Color::Magenta),
+        );
+        let y = y0 + 2;
+        let bw = (w / 2).saturating_sub(4).min(24);
+        let lx = x0 + w / 4;
+        let rx = x0 + 3 * w / 4;
+        let left = |yy: u16, h: u16| Rect {
+            x: lx.saturating_sub(bw / 2),
+            y: yy,
+            width: bw,
+            height: h,
+        };
+        let right = |yy: u16, h: u16| Rect {
+            x: rx.saturating_sub(bw / 2),
+            y: yy,
+            width: bw,
+            height: h,
+        };
+        // User space.
+        put(buf, inner, x0, y, "user", Style::new().italic());
+        let ub = Rect {
+            x: lx.saturating_sub(4),
+            y,
+            width: (rx + 5).saturating_sub(lx.saturating_sub(4)).min(w),
+            height: 3,
+        };
+        let user_label = match self.method {
+            Method::MmapWrite => "the file, mapped (page cache seen from user space)",
+            _ => "user buffer",
+        };
+        boxed(
+            buf,
+            ub,
+            user_label,
+            uses_user_buffer(self.method) || self.method == Method::MmapWrite,
+        );
+        // The boundary.
+        let by = y + 4;
+        put(
+            buf,
+            inner,
+            x0,
+            by,
+            &"─".repeat(w as usize),
+            Style::new().fg(Color::Gray),
+        );
+        // Centered between the two arrow columns, which cross the line.
+        let label = " user/kernel boundary ";
+        let lx_label = (x0 + w / 2).saturating_sub(label.len() as u16 / 2);
+        put(
+            buf,
+            inner,
+            lx_label,
+            by,
+            label,
+            Style::new().fg(Color::Gray).italic(),
+        );
+        put(buf, inner, x0, by + 1, "kernel", Style::new().italic());
+        // Kernel buffers.
+        let (kl, kr) = match self.method {
+            Method::CopyFileRange => ("page cache (source)", "page cache (copy)"),
+            _ => ("page cache", "socket buffer"),
+        };
+        let ky = y + 7;
+        boxed(buf, left(ky, 3), kl, true);
+        boxed(buf, right(ky, 3), kr, true);
+        // Hardware.
+        let hy = y + 12;
+        put(buf, inner, x0, hy - 1, "hardware", Style::new().italic());
+        let (hl, hr) = match self.method {
+            Method::CopyFileRange => ("disk", "disk"),
+            _ => ("disk", "NIC"),
+        };
+        boxed(buf, left(hy, 3), hl, true);
+        boxed(buf, right(hy, 3), hr, true);
+        // Arrows.
+        self.vertical(
+            buf,
+            inner,
+            HopKind::DiskToCache,
+            Column {
+                x: lx,
+                top: ky + 3,
+                bottom: hy - 1,
+                up: true,
+            },
+        );
+        self.vertical(
+            buf,
+            inner,
+            HopKind::CacheToUser,
+            Column {
+                x: lx,
+                top: y + 3,
+                bottom: ky - 1,
+                up: true,
+            },
+        );
+        self.vertical(
+            buf,
+            inner,
+            HopKind::UserToSocket,
+            Column {
+                x: rx,
+                top: y + 3,
+                bottom: ky - 1,
+                up: false,
+            },
+        );
+        self.vertical(
+            buf,
+            inner,
+            HopKind::SocketToNic,
+            Column {
+                x: rx,
+                top: ky + 3,
+                bottom: hy - 1,
+                up: false,
+            },
+        );
+        self.vertical(
+            buf,
+            inner,
+            HopKind::DiskToUser,
+            Column {
+                x: lx.saturating_sub(2),
+                top: y + 3,
+                bottom: hy - 1,
+                up: true,
+            },
+        );
+        if let Some(h) = self.hop(HopKind::CacheToSocket) {
+            let st = self.style_of(h);
+            let (ax, bx) = (left(ky, 3).right(), right(ky, 3).x);
+            let len = bx.saturating_sub(ax) as usize;
+            if len >= 2 {
+                put(
+                    buf,
+                    inner,
+                    ax,
+                    ky + 1,
+                    &format!("{}▶", "─".repeat(len - 1)),
+                    st,
+                );
+            }
+            put(buf, inner, ax, ky + 2, &Self::label(h), st);
+        }
+    }
+}
+
+/// The diagram view: the selected method, next to read+write (the
+/// four-copy baseline) or sendfile when the terminal is wide.
+pub struct DiagramView<'a>(pub &'a App);
+
+/// Builds the diagram inputs for method `index` of the app.
+pub fn diagram_parts(app: &App, index: usize) -> Option<DiagramParts> {
+    let m = app.methods.get(index)?.method;
+    let r = app.result(index);
+    let meas = r.as_ref().and_then(|r| r.sender);
+    let th = theory(m).map(|t| t.mode_switches_per_chunk);
+    let me = r
+        .as_ref()
+        .and_then(|r| r.sender.map(|s| ratio(s.mode_switches, r.chunks)));
+    Some(DiagramParts {
+        method: m,
+        hops: hops(m, meas.as_ref()),
+        switches: (th, me),
+    })
+}
+
+impl Widget for DiagramView<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let app = self.0;
+        let [legend, body] =
+            Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+        Paragraph::new(Line::from(vec![
+            Span::styled("CPU copy", mech_style(Mech::Cpu, true)),
+            Span::raw("  "),
+            Span::styled("DMA", mech_style(Mech::Dma, true)),
+            Span::raw("  "),
+            Span::styled("page references", mech_style(Mech::Refs, true)),
+            Span::raw("  "),
+            Span::styled("grey: not seen (yet)", mech_style(Mech::Cpu, false)),
+            Span::raw("   j/k: method"),
+        ]))
+        .render(legend, buf);
+        let mut shown = vec![app.selected];
+        let selected_is_rw = app
+            .methods
+            .get(app.selected)
+            .is_some_and(|m| m.method == Method::ReadWrite);
+        let partner = if selected_is_rw {
+            Method::Sendfile
+        } else {
+            Method::ReadWrite
+        };
+        if area.width >= 160
+            && let Some(p) = app.methods.iter().position(|m| m.method == partner)
+        {
+            // The four-copy baseline always on the left.
+            if selected_is_rw {
+                shown.push(p)
+            } else {
+                shown.insert(0, p)
+            }
+        }
+        let cols = Layout::horizontal(vec![Constraint::Fill(1); shown.len()]).split(body);
+        for (i, col) in shown.iter().zip(cols.iter()) {
+            if let Some(p) = diagram_parts(app, *i) {
+                Diagram {
+                    method: p.method,
+                    hops: &p.hops,
+                    focus: None,
+                    switches: p.switches,
+                }
+                .render(*col, buf);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyEventState, KeyModifiers};
+
+    use super::*;
+    use crate::{
+        app::{AppEvent, View, tests::app_with_read_write},
+        ui::tests::render,
+    };
+
+    #[test]
+    fn read_write_has_four_copies_and_sendfile_two() {
+        assert_eq!(hops(Method::ReadWrite, None).len(), 4);
+        let sf = hops(Method::Sendfile, None);
+        assert_eq!(sf.len(), 3);
+        assert_eq!(
+            sf.iter().filter(|h| h.mech != Mech::Refs).count(),
+            2,
+            "two copies, both DMA"
+        );
+    }
+
+    #[test]
+    fn the_diagram_draws_the_boundary_and_lit_arrows_with_bytes() {
+        let mut a = app_with_read_write();
+        a.update(AppEvent::Key(KeyEvent {
+            code: KeyCode::Char('2'),
+            modifiers: KeyModifiers::NONE,
+            kind: KeyEventKind::Press,
+            state: KeyEventState::NONE,
+        }));
+        assert_eq!(a.view, View::Diagram);
+        let text = render(&a, 80, 24);
+        for want in [
+            "user/kernel boundary",
+            "page cache",
+            "socket buffer",
+            "NIC",
+            "CPU copy 16.0M",
+            "DMA 0",
+        ] {
+            assert!(text.contains(want), "{want} missing:\n{text}");
+        }
+        // Wide: read-write and sendfile side by side.
+        let text = render(&a, 200, 60);
+        assert!(
+            text.contains(" read-write ") && text.contains(" sendfile "),
+            "{text}"
+        );
+        assert!(text.contains("page refs"), "{text}");
+    }
+}

@@ -1,0 +1,223 @@
+//! Rendering. Every widget is `impl Widget for &View`-style and only reads
+//! the [`App`]; nothing here does I/O or changes state.
+
+mod diagram;
+mod log;
+mod methods;
+mod narration;
+
+use ratatui::{
+    buffer::Buffer,
+    layout::{Constraint, Layout, Rect},
+    style::{Color, Modifier, Style},
+    text::{Line, Span},
+    widgets::{Block, Clear, Paragraph, Tabs, Widget, Wrap},
+};
+
+use crate::app::{App, View};
+
+/// Smallest usable terminal.
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 16;
+
+/// The whole screen.
+pub struct Dashboard<'a>(pub &'a App);
+
+impl Widget for Dashboard<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let app = self.0;
+        if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+            let msg = format!(
+                "terminal too small: {}x{}, zctrace needs at least {MIN_WIDTH}x{MIN_HEIGHT} (q quits)",
+                area.width, area.height
+            );
+            Paragraph::new(msg)
+                .wrap(Wrap { trim: true })
+                .render(area, buf);
+            return;
+        }
+        let [tabs, body, status] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Min(0),
+            Constraint::Length(1),
+        ])
+        .areas(area);
+        let selected = View::ALL.iter().position(|v| *v == app.view).unwrap_or(0);
+        Tabs::new(View::ALL.iter().map(|v| v.title()))
+            .select(selected)
+            .highlight_style(Style::new().reversed())
+            .divider("|")
+            .render(tabs, buf);
+        match app.view {
+            View::Methods => methods::MethodsView(app).render(body, buf),
+            View::Diagram => diagram::DiagramView(app).render(body, buf),
+            View::Narration => narration::NarrationView(app).render(body, buf),
+            View::Log => log::LogView(app).render(body, buf),
+        }
+        status_line(app).render(status, buf);
+        if app.help {
+            Help.render(area, buf);
+        }
+    }
+}
+
+fn status_line(app: &App) -> Paragraph<'static> {
+    let attached = app.hooks.iter().filter(|h| h.attached).count();
+    let missing: Vec<&str> = app
+        .hooks
+        .iter()
+        .filter(|h| !h.attached)
+        .map(|h| h.name)
+        .collect();
+    let mut spans = vec![
+        Span::styled(" zctrace ", Style::new().bold().reversed()),
+        Span::raw(" ? help  q quit | "),
+        Span::raw(format!(
+            "tracepoint tier {attached}/{} hooks{} | Linux {} | pid {} | dropped {} | every {} ms",
+            app.hooks.len(),
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!(" (missing {})", missing.join(","))
+            },
+            app.kernel,
+            app.pid,
+            app.stats.events_dropped,
+            app.refresh.as_millis()
+        )),
+    ];
+    if app.paused {
+        spans.push(Span::styled(
+            " PAUSED",
+            Style::new().fg(Color::Yellow).bold(),
+        ));
+    }
+    if let Some(e) = &app.error {
+        spans.push(Span::styled(
+            format!(" error: {e}"),
+            Style::new().fg(Color::Red),
+        ));
+    }
+    Paragraph::new(Line::from(spans))
+}
+
+const HELP: &[(&str, &str)] = &[
+    (
+        "Tab / Shift-Tab, 1-4",
+        "switch view: methods, copy path, step through, events",
+    ),
+    ("j k / Down Up", "select a method (scroll in the event log)"),
+    (
+        "n / Right, p / Left",
+        "next / previous step in the step-through",
+    ),
+    ("space", "pause or resume the display"),
+    ("r", "reset the counters shown (the kernel's are untouched)"),
+    ("PgUp PgDn", "scroll the event log"),
+    ("?", "this help (any key closes it)"),
+    ("q, Esc, Ctrl-C", "quit"),
+];
+
+struct Help;
+
+impl Widget for Help {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let w = area.width.saturating_sub(4).min(76);
+        let h = (HELP.len() as u16 + 4).min(area.height);
+        let popup = Rect {
+            x: area.x + (area.width.saturating_sub(w)) / 2,
+            y: area.y + (area.height.saturating_sub(h)) / 2,
+            width: w,
+            height: h,
+        };
+        Clear.render(popup, buf);
+        let lines: Vec<Line> = HELP
+            .iter()
+            .map(|(k, v)| {
+                Line::from(vec![
+                    Span::styled(format!("{k:<24}"), Modifier::BOLD),
+                    Span::raw(*v),
+                ])
+            })
+            .collect();
+        Paragraph::new(lines)
+            .block(Block::bordered().title(" keys "))
+            .wrap(Wrap { trim: true })
+            .render(popup, buf);
+    }
+}
+
+/// Shared style for one kind of data movement.
+pub fn mech_style(mech: diagram::Mech, lit: bool) -> Style {
+    if !lit {
+        return Style::new().fg(Color::DarkGray);
+    }
+    match mech {
+        diagram::Mech::Cpu => Style::new().fg(Color::Red).bold(),
+        diagram::Mech::Dma => Style::new().fg(Color::Blue).bold(),
+        diagram::Mech::Refs => Style::new().fg(Color::Green).bold(),
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use ratatui::{buffer::Buffer, layout::Rect, widgets::Widget};
+
+    use super::*;
+    use crate::app::tests::{app, app_with_read_write};
+
+    /// Renders the dashboard into a w x h buffer and returns its text.
+    pub fn render(app: &App, w: u16, h: u16) -> String {
+        let area = Rect::new(0, 0, w, h);
+        let mut buf = Buffer::empty(area);
+        Dashboard(app).render(area, &mut buf);
+        let mut out = String::new();
+        for y in 0..h {
+            for x in 0..w {
+                out.push_str(buf[(x, y)].symbol());
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn a_small_terminal_gets_a_message_not_garbage() {
+        let text = render(&app(), 40, 10);
+        assert!(text.contains("terminal too small: 40x10"), "{text}");
+    }
+
+    #[test]
+    fn every_view_renders_with_no_data_at_80x24_and_200x60() {
+        for (w, h) in [(80, 24), (200, 60), (MIN_WIDTH, MIN_HEIGHT)] {
+            for v in View::ALL {
+                let mut a = app();
+                a.view = v;
+                let text = render(&a, w, h);
+                assert!(text.contains("zctrace"), "{v:?} {w}x{h}:\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn help_lists_every_key() {
+        let mut a = app_with_read_write();
+        a.help = true;
+        let text = render(&a, 100, 30);
+        for k in ["Tab", "space", "Ctrl-C", "reset the counters"] {
+            assert!(text.contains(k), "{k} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn status_line_shows_hooks_kernel_and_drops() {
+        let mut a = app_with_read_write();
+        a.stats.events_dropped = 17;
+        let text = render(&a, 120, 24);
+        let last = text.lines().nth(23).expect("status line");
+        assert!(
+            last.contains("Linux 6.18.0-test") && last.contains("dropped 17"),
+            "{last}"
+        );
+    }
+}
