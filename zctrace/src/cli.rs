@@ -34,6 +34,13 @@ pub enum Command {
     /// (the workload of `cargo xtask bench`).
     #[command(hide = true)]
     Workload(WorkloadArgs),
+    /// The reader process of `demo --pitfalls`.
+    #[command(hide = true)]
+    PitfallReader {
+        path: PathBuf,
+        #[arg(long)]
+        lease: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +122,10 @@ pub struct DemoArgs {
     /// Pause between chunks so a room can watch counters climb (e.g. 5ms).
     #[arg(long, value_parser = parse_duration)]
     pub pace: Option<Duration>,
+    /// Also show the pitfall of mmap (a concurrent truncate raises SIGBUS)
+    /// and its cure (a file lease). Implies --no-tui.
+    #[arg(long)]
+    pub pitfalls: bool,
     /// Print a theory-vs-measured table instead of the dashboard.
     #[arg(long)]
     pub no_tui: bool,

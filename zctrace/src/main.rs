@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(&args),
         Command::Hooks(args) => hooks(&args).map(|()| 0),
         Command::Workload(args) => workload(&args).map(|()| 0),
+        Command::PitfallReader { path, lease } => demo::pitfalls::reader(&path, lease).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -138,7 +139,7 @@ fn demo(args: &DemoArgs) -> Result<()> {
     probes.trace_pid(std::process::id())?;
     let kernel = preflight::kernel_release();
     // The dashboard only on a terminal; a pipe or file gets the table.
-    if !args.no_tui && !args.json && std::io::stdout().is_terminal() {
+    if !args.no_tui && !args.pitfalls && !args.json && std::io::stdout().is_terminal() {
         return tui::run_demo(opts, probes, stop, args.repeat, kernel);
     }
     loop {
@@ -153,6 +154,14 @@ fn demo(args: &DemoArgs) -> Result<()> {
             }
         })?;
         let stats = probes.stats()?;
+        let pitfalls = if args.pitfalls {
+            let dir = tempfile::Builder::new()
+                .prefix("zctrace-pitfalls-")
+                .tempdir_in(&opts.dir)?;
+            Some(demo::pitfalls::run(dir.path())?)
+        } else {
+            None
+        };
         if args.json {
             let doc = report::DemoReport {
                 schema: 1,
@@ -163,10 +172,14 @@ fn demo(args: &DemoArgs) -> Result<()> {
                 cold: opts.cold,
                 hooks: probes.hooks(),
                 methods: &results,
+                pitfalls: pitfalls.as_deref(),
                 stats,
             };
             emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
         } else {
+            if let Some(p) = &pitfalls {
+                emit(&report::pitfalls_text(p))?;
+            }
             emit(&report::footer(&stats))?;
         }
         if !args.repeat {

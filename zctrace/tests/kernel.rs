@@ -741,3 +741,42 @@ fn dashboard_says_when_the_terminal_is_too_small_and_ctrl_c_quits() {
     t.wait_for("a clean exit", |s| s.contains("ZCTRACE_EXIT=0"));
     assert_eq!(t.alternate_screen(), "0");
 }
+
+#[test]
+fn pitfalls_show_a_real_sigbus_and_the_lease_cure() {
+    if !root() {
+        return;
+    }
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = zctrace(&[
+        "demo",
+        "--json",
+        "--pitfalls",
+        "--methods",
+        "sendfile",
+        "--size",
+        "1M",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let p = doc["pitfalls"].as_array().expect("pitfalls");
+    assert_eq!(p.len(), 2);
+    assert_eq!(p[0]["as_expected"], true, "{}", p[0]);
+    assert!(
+        p[0]["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("SIGBUS (signal 7)")
+    );
+    assert_eq!(p[1]["as_expected"], true, "{}", p[1]);
+    assert!(
+        p[1]["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("intact")
+    );
+}

@@ -2,6 +2,7 @@
 //! receiver and measures it with the probes.
 
 pub mod methods;
+pub mod pitfalls;
 pub mod receiver;
 pub mod report;
 

@@ -21,7 +21,24 @@ pub struct DemoReport<'a> {
     pub cold: bool,
     pub hooks: &'a [HookStatus],
     pub methods: &'a [MethodResult],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pitfalls: Option<&'a [super::pitfalls::Pitfall]>,
     pub stats: Stats,
+}
+
+/// The pitfalls, in words.
+pub fn pitfalls_text(p: &[super::pitfalls::Pitfall]) -> String {
+    let mut s = String::from("\npitfalls\n");
+    for x in p {
+        let _ = writeln!(
+            s,
+            "  {}{}: {}",
+            x.name,
+            if x.as_expected { "" } else { " (UNEXPECTED)" },
+            x.outcome
+        );
+    }
+    s
 }
 
 fn src(b: &Bytes) -> &'static str {
