@@ -10,6 +10,7 @@ use crate::{
     demo::{DemoOptions, MethodResult, RunRecord, measure},
     model::{HookSet, Snapshot},
     probe::{HookStatus, Stats},
+    trace::Row,
 };
 
 /// The dashboard's views, in Tab order.
@@ -75,6 +76,10 @@ pub enum AppEvent {
         stats: Stats,
         events: Vec<Event>,
     },
+    /// Attach/run mode: the per (process, method) rows of a sample.
+    Rows(Vec<Row>),
+    /// Attach/run mode: the traced programs are gone (the reason).
+    TargetsGone(String),
     /// A demo method started on these threads (sender, receivers).
     Started {
         index: usize,
@@ -123,6 +128,10 @@ pub struct App {
     pub refresh: Duration,
     /// Elapsed time of the running method, from ticks.
     pub running_for: Duration,
+    /// Attach/run mode: rows per (process, method) instead of demo methods.
+    pub trace_rows: Option<Vec<Row>>,
+    /// What is traced (attach/run), and what became of it.
+    pub target: String,
 }
 
 impl App {
@@ -165,7 +174,37 @@ impl App {
             error: None,
             refresh: Duration::from_millis(250),
             running_for: Duration::ZERO,
+            trace_rows: None,
+            target: String::new(),
         }
+    }
+
+    /// The dashboard for `attach` / `run`: rows are (process, method).
+    pub fn for_trace(
+        hooks: Vec<HookStatus>,
+        hookset: HookSet,
+        kernel: String,
+        target: String,
+    ) -> Self {
+        let opts = DemoOptions {
+            size: 0,
+            chunk: 1,
+            methods: Vec::new(),
+            cold: false,
+            pace: None,
+            dir: std::env::temp_dir(),
+        };
+        let mut app = App::new(opts, hooks, hookset, kernel, std::process::id());
+        app.trace_rows = Some(Vec::new());
+        app.target = target;
+        app
+    }
+
+    /// Number of selectable rows in the current mode.
+    pub fn row_count(&self) -> usize {
+        self.trace_rows
+            .as_ref()
+            .map_or(self.methods.len(), Vec::len)
     }
 
     /// Whether the event log is on screen (the kernel only fills the ring
@@ -208,6 +247,20 @@ impl App {
                 for e in events {
                     self.push_log(&e);
                 }
+                true
+            }
+            AppEvent::Rows(rows) => {
+                if self.paused {
+                    return false;
+                }
+                if self.selected >= rows.len() {
+                    self.selected = rows.len().saturating_sub(1);
+                }
+                self.trace_rows = Some(rows);
+                true
+            }
+            AppEvent::TargetsGone(why) => {
+                self.target = why;
                 true
             }
             AppEvent::Started {
@@ -300,7 +353,7 @@ impl App {
             self.scroll(-d);
             return;
         }
-        let n = self.methods.len();
+        let n = self.row_count();
         if n == 0 {
             return;
         }
@@ -490,5 +543,32 @@ pub mod tests {
         assert_eq!(a.log.len(), LOG_CAPACITY);
         assert_eq!(a.log[0].what, "read");
         assert_eq!(a.log[0].comm, "zctrace");
+    }
+
+    #[test]
+    fn trace_rows_replace_demo_methods_and_selection_stays_in_range() {
+        let mut a = App::for_trace(
+            Vec::new(),
+            HookSet::default(),
+            "k".into(),
+            "attached to 1".into(),
+        );
+        assert_eq!(a.row_count(), 0);
+        let m = crate::model::Measured::from_counters(&Counters::ZERO, HookSet::default());
+        let row = |pid| Row {
+            pid,
+            comm: "cat".into(),
+            exited: false,
+            method: Method::ReadWrite,
+            measured: m,
+        };
+        a.update(AppEvent::Rows(vec![row(1), row(2), row(3)]));
+        a.selected = 2;
+        a.update(AppEvent::Rows(vec![row(1)]));
+        assert_eq!(a.selected, 0);
+        a.update(AppEvent::TargetsGone(
+            "every traced process has exited".into(),
+        ));
+        assert!(a.target.contains("exited"));
     }
 }

@@ -215,6 +215,21 @@ fn trace_options(t: &TraceArgs) -> trace::TraceOptions {
     }
 }
 
+/// The dashboard for attach/run: on a terminal, unless tables, JSON or a
+/// report file were asked for.
+fn wants_dashboard(t: &TraceArgs) -> bool {
+    !t.no_tui && !t.json && t.output.is_none() && std::io::stdout().is_terminal()
+}
+
+fn trace_app(probes: &Probes, target: String) -> app::App {
+    app::App::for_trace(
+        probes.hooks().to_vec(),
+        probes.hook_set(),
+        preflight::kernel_release(),
+        target,
+    )
+}
+
 fn attach(args: &AttachArgs) -> Result<()> {
     let stop = stop_flag()?;
     // Check the targets before loading anything.
@@ -225,7 +240,15 @@ fn attach(args: &AttachArgs) -> Result<()> {
         trace_all: false,
         follow_forks: !args.no_follow,
     })?;
-    trace::attach(&mut probes, &args.pids, &trace_options(&args.trace), &stop)
+    if !wants_dashboard(&args.trace) {
+        return trace::attach(&mut probes, &args.pids, &trace_options(&args.trace), &stop);
+    }
+    let targets = trace::start_attach(&mut probes, &args.pids)?;
+    let pids: Vec<String> = args.pids.iter().map(u32::to_string).collect();
+    let app = trace_app(&probes, format!("attached to {}", pids.join(",")));
+    tui::run_trace(app, probes, stop, None, || {
+        trace::all_exited(&targets).then(|| "every traced process has exited".to_owned())
+    })
 }
 
 fn run(args: &RunArgs) -> Result<u8> {
@@ -234,12 +257,33 @@ fn run(args: &RunArgs) -> Result<u8> {
         trace_all: false,
         follow_forks: true,
     })?;
-    trace::run(
-        &mut probes,
-        &args.command,
-        &trace_options(&args.trace),
-        &stop,
-    )
+    if !wants_dashboard(&args.trace) {
+        return trace::run(
+            &mut probes,
+            &args.command,
+            &trace_options(&args.trace),
+            &stop,
+        );
+    }
+    // The dashboard owns the terminal: the command's output goes to a file.
+    let log = std::env::temp_dir().join(format!("zctrace-run-{}.log", std::process::id()));
+    let mut child = trace::spawn_traced(&mut probes, &args.command, Some(&log))?;
+    let name = args
+        .command
+        .first()
+        .map_or_else(String::new, |c| c.to_string_lossy().into_owned());
+    let app = trace_app(&probes, format!("run {name} (pid {})", child.id()));
+    let mut status = None;
+    let shown = tui::run_trace(app, probes, stop, Some(std::process::id()), || {
+        if status.is_none() {
+            status = child.try_wait().ok().flatten();
+        }
+        status.map(|s| format!("{name} exited ({s})"))
+    });
+    let code = trace::finish(&mut child)?;
+    eprintln!("zctrace: the command's output is in {}", log.display());
+    shown?;
+    Ok(code)
 }
 
 /// Runs a method with no probes loaded; prints `elapsed_ns N` per repeat.

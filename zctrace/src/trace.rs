@@ -7,8 +7,9 @@ use std::{
     fs::File,
     io::{self, Write},
     os::unix::process::ExitStatusExt,
+    path::Path,
     path::PathBuf,
-    process::Command,
+    process::{Child, Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -61,14 +62,14 @@ struct JsonLine<'a> {
 
 /// Process names, looked up once, kept after the process exits.
 #[derive(Default)]
-struct Names {
+pub struct Names {
     names: BTreeMap<u32, (String, bool)>,
 }
 
 impl Names {
     /// The current name while the process lives (it changes at exec), the
     /// last one known after it exits.
-    fn get(&mut self, pid: u32) -> (String, bool) {
+    pub fn get(&mut self, pid: u32) -> (String, bool) {
         let entry = self.names.entry(pid).or_insert_with(|| ("?".into(), false));
         if entry.1 {
             return entry.clone();
@@ -85,15 +86,22 @@ impl Names {
         self.names.insert(pid, (comm.to_owned(), true));
     }
 
-    /// Reads fork and exit events from the ring buffer.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    /// Reads the ring buffer, learning names from exit events; returns the
+    /// events (at most `keep` of them) for an event log.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, keep: usize) -> Vec<Event> {
+        let mut kept = Vec::new();
         while let Some(item) = ring.next() {
-            if let Some(ev) = Event::from_bytes(&item)
-                && ev.kind == event_kind::PROCESS_EXIT
-            {
+            let Some(ev) = Event::from_bytes(&item) else {
+                continue;
+            };
+            if ev.kind == event_kind::PROCESS_EXIT {
                 self.exited(ev.tgid, ev.comm_str());
             }
+            if kept.len() < keep {
+                kept.push(ev);
+            }
         }
+        kept
     }
 }
 
@@ -108,7 +116,7 @@ fn proc_alive(pid: u32) -> bool {
     }
 }
 
-fn rows(snap: &Snapshot, hooks: HookSet, names: &mut Names) -> Vec<Row> {
+pub fn rows(snap: &Snapshot, hooks: HookSet, names: &mut Names) -> Vec<Row> {
     let mut by: BTreeMap<(u32, Method), Counters> = BTreeMap::new();
     for (k, v) in &snap.rows {
         let m = Method::from_u32(k.method).unwrap_or(Method::Other);
@@ -225,13 +233,13 @@ fn watch(
     let mut next_report = opts.interval.map(|i| started + i);
     let tick = Duration::from_millis(50);
     loop {
-        names.drain(&mut ring);
+        names.drain(&mut ring, 0);
         let finished = done()?
             || stop.load(Ordering::Relaxed)
             || opts.duration.is_some_and(|d| started.elapsed() >= d);
         let due = next_report.is_some_and(|t| Instant::now() >= t);
         if finished || due {
-            names.drain(&mut ring);
+            names.drain(&mut ring, 0);
             let mut snap = probes.snapshot()?;
             snap.rows.retain(|k, _| Some(k.tgid) != hide);
             let rows = rows(&snap, hooks, &mut names);
@@ -317,13 +325,8 @@ pub fn resolve_target(pid: u32) -> Result<u32> {
     Ok(tgid)
 }
 
-/// `zctrace attach PID...`
-pub fn attach(
-    probes: &mut Probes,
-    pids: &[u32],
-    opts: &TraceOptions,
-    stop: &AtomicBool,
-) -> Result<()> {
+/// Puts the processes in the traced set; returns their process ids.
+pub fn start_attach(probes: &mut Probes, pids: &[u32]) -> Result<Vec<u32>> {
     let mut targets = Vec::new();
     for &pid in pids {
         let tgid = resolve_target(pid)?;
@@ -333,63 +336,100 @@ pub fn attach(
         probes.trace_pid(tgid)?;
         targets.push(tgid);
     }
+    Ok(targets)
+}
+
+/// Whether every target has exited.
+pub fn all_exited(targets: &[u32]) -> bool {
+    targets.iter().all(|p| !proc_alive(*p))
+}
+
+/// `zctrace attach PID...` with tables or JSON.
+pub fn attach(
+    probes: &mut Probes,
+    pids: &[u32],
+    opts: &TraceOptions,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let targets = start_attach(probes, pids)?;
     let mut out = sink(opts, false)?;
     watch(probes, opts, stop, &mut *out, None, || {
-        Ok(targets.iter().all(|p| !proc_alive(*p)))
+        Ok(all_exited(&targets))
     })
 }
 
-/// `zctrace run -- CMD...`: traced from its first instruction. While the
-/// command is spawned, zctrace traces itself with fork-following on, so the
-/// kernel adds the child to the traced set inside `fork()` itself; then
-/// zctrace takes itself out again (its own rows are left out of reports).
-/// Returns the command's exit status (128 + signal when killed).
-pub fn run(
-    probes: &mut Probes,
-    argv: &[OsString],
-    opts: &TraceOptions,
-    stop: &AtomicBool,
-) -> Result<u8> {
+/// Starts `argv` traced from its first instruction. While it is spawned,
+/// zctrace traces itself with fork-following on, so the kernel adds the
+/// child to the traced set inside `fork()` itself; then zctrace takes itself
+/// out (its own rows are left out of reports). `quiet` sends the command's
+/// output to `log` (the dashboard owns the terminal).
+pub fn spawn_traced(probes: &mut Probes, argv: &[OsString], log: Option<&Path>) -> Result<Child> {
     let Some((prog, args)) = argv.split_first() else {
         bail!(TargetError(
             "no command given: zctrace run -- CMD [ARGS...]".into()
         ));
     };
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    if let Some(log) = log {
+        let f = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        cmd.stdin(Stdio::null()).stdout(f.try_clone()?).stderr(f);
+    }
     let me = std::process::id();
     probes.trace_pid(me)?;
-    let spawned = Command::new(prog).args(args).spawn();
+    let spawned = cmd.spawn();
     probes.untrace_pid(me)?;
-    let mut child = spawned.map_err(|e| {
+    spawned.map_err(|e| {
         let what = prog.to_string_lossy();
         if e.kind() == io::ErrorKind::NotFound {
             anyhow::Error::new(TargetError(format!("command not found: {what}")))
         } else {
             anyhow::Error::new(TargetError(format!("cannot start {what}: {e}")))
         }
-    })?;
-    let mut out = sink(opts, true)?;
-    let mut status = None;
-    let watched = watch(probes, opts, stop, &mut *out, Some(me), || {
-        status = child.try_wait()?;
-        Ok(status.is_some())
-    });
-    let status = match status {
+    })
+}
+
+/// Waits for the command (stopping it with SIGTERM if it still runs) and
+/// turns its status into ours: its code, or 128 + the signal.
+pub fn finish(child: &mut Child) -> Result<u8> {
+    let status = match child.try_wait()? {
         Some(s) => s,
         None => {
-            // Stopped by Ctrl-C, --duration or an error: stop the command too.
             let _ = rustix::process::kill_process(
-                rustix::process::Pid::from_child(&child),
+                rustix::process::Pid::from_child(child),
                 rustix::process::Signal::TERM,
             );
             child.wait()?
         }
     };
-    watched?;
-    Ok(match (status.code(), status.signal()) {
+    Ok(exit_code(status))
+}
+
+pub fn exit_code(status: std::process::ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
         (Some(c), _) => u8::try_from(c).unwrap_or(1),
         (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(255),
         _ => 1,
-    })
+    }
+}
+
+/// `zctrace run -- CMD...` with tables or JSON; returns the command's
+/// exit status for ours.
+pub fn run(
+    probes: &mut Probes,
+    argv: &[OsString],
+    opts: &TraceOptions,
+    stop: &AtomicBool,
+) -> Result<u8> {
+    let mut child = spawn_traced(probes, argv, None)?;
+    let me = std::process::id();
+    let mut out = sink(opts, true)?;
+    let watched = watch(probes, opts, stop, &mut *out, Some(me), || {
+        Ok(child.try_wait()?.is_some())
+    });
+    let code = finish(&mut child)?;
+    watched?;
+    Ok(code)
 }
 
 #[cfg(test)]

@@ -111,42 +111,7 @@ pub fn run_demo(
             .spawn(move || input_loop(&tx))?;
     }
     drop(tx);
-
-    let result = (|| -> Result<()> {
-        let mut guard = TerminalGuard::new().context("setting up the terminal")?;
-        let frame_gap = Duration::from_secs(1) / MAX_FPS;
-        let mut last_tick = Instant::now();
-        let mut last_draw: Option<Instant> = None;
-        let mut dirty = true;
-        loop {
-            match rx.recv_timeout(frame_gap) {
-                Ok(ev) => dirty |= app.update(ev),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            while let Ok(ev) = rx.try_recv() {
-                dirty |= app.update(ev);
-            }
-            let now = Instant::now();
-            dirty |= app.update(AppEvent::Tick(now - last_tick));
-            last_tick = now;
-            want_events.store(app.wants_events(), Ordering::Relaxed);
-            if stop.load(Ordering::Relaxed) {
-                app.quit = true;
-            }
-            if app.quit {
-                break;
-            }
-            if dirty && last_draw.is_none_or(|t| t.elapsed() >= frame_gap) {
-                guard
-                    .terminal
-                    .draw(|f| f.render_widget(Dashboard(&app), f.area()))?;
-                last_draw = Some(Instant::now());
-                dirty = false;
-            }
-        }
-        Ok(())
-    })();
+    let result = ui_loop(&mut app, &rx, &stop, &want_events, |_| {});
     // Stop the producers; the demo thread removes its work directory and the
     // sampler drops (detaches) the probes before we return.
     stop.store(true, Ordering::Relaxed);
@@ -154,6 +119,126 @@ pub fn run_demo(
     let _ = runner.join();
     let _ = sampler.join();
     result
+}
+
+/// The dashboard for `attach` / `run`. `gone` is polled every frame and
+/// returns a sentence once the traced programs have all exited; the
+/// dashboard then stays up with the final numbers until the user quits.
+pub fn run_trace(
+    mut app: App,
+    probes: Probes,
+    stop: Arc<AtomicBool>,
+    hide: Option<u32>,
+    mut gone: impl FnMut() -> Option<String>,
+) -> Result<()> {
+    let (tx, rx) = mpsc::sync_channel::<AppEvent>(256);
+    app.refresh = SAMPLE_EVERY;
+    let want_events = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (tx, stop, want) = (tx.clone(), Arc::clone(&stop), Arc::clone(&want_events));
+        thread::Builder::new()
+            .name("zctrace-sampler".into())
+            .spawn(move || trace_sample_loop(probes, &tx, &stop, &want, hide))?
+    };
+    {
+        let tx = tx.clone();
+        thread::Builder::new()
+            .name("zctrace-input".into())
+            .spawn(move || input_loop(&tx))?;
+    }
+    drop(tx);
+    let mut reported = false;
+    let result = ui_loop(&mut app, &rx, &stop, &want_events, |app| {
+        if !reported && let Some(why) = gone() {
+            reported = true;
+            app.update(AppEvent::TargetsGone(why));
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    drop(rx);
+    let _ = sampler.join();
+    result
+}
+
+/// Folds events into the app and redraws until the user quits, a signal
+/// arrives or every producer is gone. `each` runs once per frame.
+fn ui_loop(
+    app: &mut App,
+    rx: &mpsc::Receiver<AppEvent>,
+    stop: &AtomicBool,
+    want_events: &AtomicBool,
+    mut each: impl FnMut(&mut App),
+) -> Result<()> {
+    let mut guard = TerminalGuard::new().context("setting up the terminal")?;
+    let frame_gap = Duration::from_secs(1) / MAX_FPS;
+    let mut last_tick = Instant::now();
+    let mut last_draw: Option<Instant> = None;
+    let mut dirty = true;
+    loop {
+        match rx.recv_timeout(frame_gap) {
+            Ok(ev) => dirty |= app.update(ev),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+        while let Ok(ev) = rx.try_recv() {
+            dirty |= app.update(ev);
+        }
+        let now = Instant::now();
+        dirty |= app.update(AppEvent::Tick(now - last_tick));
+        last_tick = now;
+        each(app);
+        want_events.store(app.wants_events(), Ordering::Relaxed);
+        if stop.load(Ordering::Relaxed) || app.quit {
+            return Ok(());
+        }
+        if dirty && last_draw.is_none_or(|t| t.elapsed() >= frame_gap) {
+            guard
+                .terminal
+                .draw(|f| f.render_widget(Dashboard(app), f.area()))?;
+            last_draw = Some(Instant::now());
+            dirty = false;
+        }
+    }
+}
+
+fn trace_sample_loop(
+    mut probes: Probes,
+    tx: &SyncSender<AppEvent>,
+    stop: &AtomicBool,
+    want: &AtomicBool,
+    hide: Option<u32>,
+) {
+    let mut ring = probes.take_events().ok();
+    let mut names = crate::trace::Names::default();
+    let hooks = probes.hook_set();
+    let mut events_on = false;
+    while !stop.load(Ordering::Relaxed) {
+        let wanted = want.load(Ordering::Relaxed);
+        if wanted != events_on && probes.set_events(wanted).is_ok() {
+            events_on = wanted;
+        }
+        let events = ring
+            .as_mut()
+            .map(|r| names.drain(r, EVENTS_PER_SAMPLE))
+            .unwrap_or_default();
+        if let (Ok(mut snapshot), Ok(stats)) = (probes.snapshot(), probes.stats()) {
+            snapshot.rows.retain(|k, _| Some(k.tgid) != hide);
+            let rows = crate::trace::rows(&snapshot, hooks, &mut names);
+            if tx
+                .send(AppEvent::Sample {
+                    snapshot,
+                    stats,
+                    events,
+                })
+                .is_err()
+                || tx.send(AppEvent::Rows(rows)).is_err()
+            {
+                break;
+            }
+        }
+        // The sampling period; the stop flag is checked every round.
+        thread::sleep(SAMPLE_EVERY);
+    }
 }
 
 fn sample_loop(

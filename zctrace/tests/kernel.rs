@@ -554,16 +554,15 @@ fn attach_follows_children_of_a_running_process() {
     }
     let s = Scratch::new();
     let big = s.path("big.bin");
+    // Take the lock first: the target's cat must start after zctrace attached.
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut target = Command::new("sh")
         .args(["-c", &format!("sleep 1; cat {big} >/dev/null")])
         .spawn()
         .expect("spawn target");
     let pid = target.id().to_string();
     let report = s.path("attach.jsonl");
-    let out = {
-        let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        zctrace(&["attach", &pid, "--json", "-o", &report, "--duration", "20s"])
-    };
+    let out = zctrace(&["attach", &pid, "--json", "-o", &report, "--duration", "20s"]);
     assert!(target.wait().expect("wait").success());
     assert!(
         out.status.success(),
@@ -779,4 +778,33 @@ fn pitfalls_show_a_real_sigbus_and_the_lease_cure() {
             .unwrap_or_default()
             .contains("intact")
     );
+}
+
+#[test]
+fn attach_dashboard_shows_the_forked_child_and_quits_cleanly() {
+    if !root() {
+        return;
+    }
+    let s = Scratch::new();
+    let big = s.path("big.bin");
+    // Take the lock first: the target's cat must start after zctrace attached.
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut target = Command::new("sh")
+        .args(["-c", &format!("sleep 2; cat {big} >/dev/null; sleep 1")])
+        .spawn()
+        .expect("spawn target");
+    let bin = env!("CARGO_BIN_EXE_zctrace");
+    let t = Tmux::start(80, 24, &format!("{bin} attach {}", target.id()));
+    let screen = t.wait_for("cat's read-write row", |s| {
+        s.lines()
+            .any(|l| l.contains("cat") && l.contains("read-write") && l.contains("32.0M"))
+    });
+    assert!(screen.contains("attached to"), "{screen}");
+    t.wait_for("the targets to exit", |s| {
+        s.contains("every traced process has exited")
+    });
+    t.keys(&["q"]);
+    t.wait_for("a clean exit", |s| s.contains("ZCTRACE_EXIT=0"));
+    assert_eq!(t.alternate_screen(), "0");
+    assert!(target.wait().expect("wait").success());
 }

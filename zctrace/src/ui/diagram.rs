@@ -235,6 +235,15 @@ impl Widget for Diagram<'_> {
         let block = Block::bordered().title(format!(" {} ", self.method.name()));
         let inner = block.inner(area);
         block.render(area, buf);
+        if self.hops.is_empty() {
+            Paragraph::new(
+                "not a transfer method (opening files, waiting, bookkeeping, or a socket \
+                 alone): there is no copy path to draw. Select another row with j/k.",
+            )
+            .wrap(ratatui::widgets::Wrap { trim: true })
+            .render(inner, buf);
+            return;
+        }
         if inner.width < 44 || inner.height < 16 {
             // Too small for the picture: the arrows as a list.
             let lines: Vec<Line> = self
@@ -453,6 +462,7 @@ impl Widget for DiagramView<'_> {
         ]))
         .render(legend, buf);
         let mut shown = vec![app.selected];
+        let wide_pair = app.trace_rows.is_none();
         let selected_is_rw = app
             .methods
             .get(app.selected)
@@ -462,7 +472,8 @@ impl Widget for DiagramView<'_> {
         } else {
             Method::ReadWrite
         };
-        if area.width >= 160
+        if wide_pair
+            && area.width >= 160
             && let Some(p) = app.methods.iter().position(|m| m.method == partner)
         {
             // The four-copy baseline always on the left.

@@ -39,6 +39,10 @@ fn cell(theory: Option<u32>, measured: Option<f64>) -> Line<'static> {
 impl Widget for MethodsView<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let app = self.0;
+        if let Some(rows) = &app.trace_rows {
+            trace_table(app, rows, area, buf);
+            return;
+        }
         let wide = area.width >= 100;
         let table_h = (app.methods.len() as u16 + 3).min(area.height / 2 + 3);
         let [top, bottom] =
@@ -233,6 +237,103 @@ fn throughput_bars(app: &App) -> Vec<Line<'static>> {
         ]));
     }
     out
+}
+
+/// Attach/run: one row per (process, method), totals as counted.
+fn trace_table(app: &App, rows: &[crate::trace::Row], area: Rect, buf: &mut Buffer) {
+    let [top, bottom] = Layout::vertical([Constraint::Min(5), Constraint::Length(7)]).areas(area);
+    // Mode switches and kernel-to-kernel copies only where there is room.
+    let wide = area.width >= 100;
+    let body = rows.iter().enumerate().map(|(i, r)| {
+        let m = &r.measured;
+        let c = &m.cpu_copy_bytes;
+        let comm = if r.exited {
+            format!("{}*", r.comm)
+        } else {
+            r.comm.clone()
+        };
+        let mut cells = vec![
+            r.pid.to_string(),
+            comm,
+            r.method.name().to_owned(),
+            m.syscalls.to_string(),
+        ];
+        if wide {
+            cells.push(m.mode_switches.to_string());
+        }
+        cells.push(human_bytes(c.user_to_kernel.value));
+        cells.push(human_bytes(c.kernel_to_user.value));
+        if wide {
+            cells.push(human_bytes(c.kernel_to_kernel.value));
+        }
+        cells.push(human_bytes(m.page_ref_bytes.value));
+        cells.push(human_bytes(m.io_bytes));
+        let row = Row::new(cells);
+        if i == app.selected {
+            row.style(Style::new().reversed())
+        } else {
+            row
+        }
+    });
+    let mut header = vec!["PID", "COMM", "METHOD", "SYSCALLS"];
+    let mut widths = vec![
+        Constraint::Length(7),
+        Constraint::Length(10),
+        Constraint::Length(15),
+        Constraint::Length(8),
+    ];
+    if wide {
+        header.push("MODE-SW");
+        widths.push(Constraint::Length(8));
+    }
+    header.extend(["USER>K", "K>USER"]);
+    widths.extend([Constraint::Length(7), Constraint::Length(7)]);
+    if wide {
+        header.push("K>K");
+        widths.push(Constraint::Length(7));
+    }
+    header.extend(["PAGE-REF", "IO"]);
+    widths.extend([Constraint::Length(8), Constraint::Length(7)]);
+    Table::new(body, widths)
+        .header(Row::new(header).style(Style::new().bold().underlined()))
+        .block(Block::bordered().title(format!(" {} (* exited) ", app.target)))
+        .render(top, buf);
+    let text = match rows.get(app.selected) {
+        None => vec![Line::from("no I/O seen yet")],
+        Some(r) => {
+            let m = &r.measured;
+            let c = &m.cpu_copy_bytes;
+            let mut v = vec![Line::from(format!(
+                "{} in {} (pid {}): {} syscalls, {} mode switches, {}/{} context switches (vol/invol), \
+                 {} kernel->kernel",
+                r.method.name(),
+                r.comm,
+                r.pid,
+                m.syscalls,
+                m.mode_switches,
+                m.context_switches.voluntary,
+                m.context_switches.involuntary,
+                human_bytes(c.kernel_to_kernel.value)
+            ))];
+            if let Some(th) = crate::model::theory::theory(r.method) {
+                v.push(Line::from(vec![
+                    Span::styled("textbook: ", Style::new().bold()),
+                    Span::raw(th.path),
+                ]));
+                v.push(Line::from(format!(
+                    "textbook per transfer: {} syscalls, {} CPU copies; here about {:.2} CPU copies per byte moved",
+                    th.syscalls_per_chunk,
+                    th.cpu_copies,
+                    ratio(m.cpu_copy_total(), m.io_bytes / u64::from(th.syscalls_per_chunk.max(1)))
+                )));
+            }
+            v
+        }
+    };
+    Paragraph::new(text)
+        .wrap(Wrap { trim: true })
+        .block(Block::bordered())
+        .render(bottom, buf);
 }
 
 #[cfg(test)]

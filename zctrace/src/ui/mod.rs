@@ -73,7 +73,7 @@ fn status_line(app: &App) -> Paragraph<'static> {
         Span::styled(" zctrace ", Style::new().bold().reversed()),
         Span::raw(" ? help  q quit | "),
         Span::raw(format!(
-            "tracepoint tier {attached}/{} hooks{} | Linux {} | pid {} | dropped {} | every {} ms",
+            "tracepoint tier {attached}/{} hooks{} | Linux {} | {} | dropped {} | every {} ms",
             app.hooks.len(),
             if missing.is_empty() {
                 String::new()
@@ -81,7 +81,11 @@ fn status_line(app: &App) -> Paragraph<'static> {
                 format!(" (missing {})", missing.join(","))
             },
             app.kernel,
-            app.pid,
+            if app.target.is_empty() {
+                format!("pid {}", app.pid)
+            } else {
+                app.target.clone()
+            },
             app.stats.events_dropped,
             app.refresh.as_millis()
         )),
