@@ -20,8 +20,9 @@ use clap::{Parser, Subcommand};
 /// name the LLVM it links; the major comes from the pinned nightly).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the test suite uses: bpftool (prove nothing stays
-/// attached), tmux (drive the TUI end to end).
-const APT_PACKAGES: &[&str] = &["bpftool", "tmux"];
+/// attached), tmux (drive the TUI end to end), nginx-light and curl (a
+/// real web server, traced with its sendfile option on and off).
+const APT_PACKAGES: &[&str] = &["bpftool", "tmux", "nginx-light", "curl"];
 /// Set to 1 to let non-root runs skip the kernel tests (never in CI).
 const SKIP_ROOT_ENV: &str = "ZCTRACE_SKIP_ROOT_TESTS";
 

@@ -808,3 +808,127 @@ fn attach_dashboard_shows_the_forked_child_and_quits_cleanly() {
     assert_eq!(t.alternate_screen(), "0");
     assert!(target.wait().expect("wait").success());
 }
+
+/// Serves `s`'s big.bin with Debian's nginx (one process, loopback only)
+/// and downloads it once with curl while `zctrace attach` watches the
+/// server by PID. Returns the server's final rows.
+fn nginx_download(s: &Scratch, sendfile: bool) -> Vec<Value> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let prefix = s.path("");
+    let conf = s.path(&format!("nginx-{sendfile}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process off; worker_processes 1;\n\
+             error_log {prefix}/nginx-error.log; pid {prefix}/nginx.pid;\n\
+             events {{ worker_connections 16; }}\n\
+             http {{ access_log off; sendfile {}; \n\
+               client_body_temp_path {prefix}; proxy_temp_path {prefix}; fastcgi_temp_path {prefix};\n\
+               uwsgi_temp_path {prefix}; scgi_temp_path {prefix};\n\
+               server {{ listen 127.0.0.1:{port}; root {prefix}; }} }}\n",
+            if sendfile { "on" } else { "off" }
+        ),
+    )
+    .expect("nginx.conf");
+    let mut server = Command::new("nginx")
+        .args(["-c", &conf, "-p", &prefix])
+        .spawn()
+        .expect("nginx (cargo xtask setup installs nginx-light)");
+    let url = format!("http://127.0.0.1:{port}/big.bin");
+    // Wait until it answers before attaching, so startup is not measured.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-r", "0-0", &url])
+        .status()
+        .map_or(true, |st| !st.success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx did not come up on {url}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let report = s.path(&format!("nginx-{sendfile}.jsonl"));
+    let pid = server.id().to_string();
+    let zc = Command::new(env!("CARGO_BIN_EXE_zctrace"))
+        .args(["attach", &pid, "--json", "-o", &report, "--duration", "30s"])
+        .spawn()
+        .expect("zctrace attach");
+    // Until the probes are in, the report file does not exist yet.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::path::Path::new(&report).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "zctrace attach did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let got = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{size_download}", &url])
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        SCRATCH_LEN.to_string(),
+        "downloaded bytes"
+    );
+    // Let a sample pass, then stop the server: attach ends when it exits.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(&server),
+        rustix::process::Signal::TERM,
+    );
+    let _ = server.wait();
+    let out = zc.wait_with_output().expect("zctrace");
+    assert!(out.status.success());
+    final_rows(&report, &out)
+}
+
+#[test]
+fn nginx_is_sendfile_with_sendfile_on_and_read_write_with_it_off() {
+    if !root() {
+        return;
+    }
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Scratch::new();
+    let rows = nginx_download(&s, true);
+    let sf = rows_of(&rows, "nginx", "sendfile");
+    assert_eq!(sf.len(), 1, "sendfile on: {rows:?}");
+    assert_between(
+        "page refs MiB",
+        mib(sf[0], "measured.page_ref_bytes.value"),
+        32.0,
+        32.1,
+    );
+    assert!(
+        rows_of(&rows, "nginx", "read-write")
+            .iter()
+            .all(|r| mib(r, "measured.io_bytes") < 1.0),
+        "{rows:?}"
+    );
+
+    let rows = nginx_download(&s, false);
+    assert!(
+        rows_of(&rows, "nginx", "sendfile").is_empty(),
+        "sendfile off: {rows:?}"
+    );
+    let rw = rows_of(&rows, "nginx", "read-write");
+    assert_eq!(rw.len(), 1, "sendfile off: {rows:?}");
+    assert_between(
+        "kernel->user MiB",
+        mib(rw[0], "measured.cpu_copy_bytes.kernel_to_user.value"),
+        32.0,
+        32.2,
+    );
+    assert_between(
+        "user->kernel MiB",
+        mib(rw[0], "measured.cpu_copy_bytes.user_to_kernel.value"),
+        32.0,
+        32.2,
+    );
+}
