@@ -16,13 +16,23 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 
+mod vm;
+
 /// bpf-linker release that `setup` builds (its `llvm-<major>` features
 /// name the LLVM it links; the major comes from the pinned nightly).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the test suite uses: bpftool (prove nothing stays
 /// attached), tmux (drive the TUI end to end), nginx-light and curl (a
-/// real web server, traced with its sendfile option on and off).
-const APT_PACKAGES: &[&str] = &["bpftool", "tmux", "nginx-light", "curl"];
+/// real web server, traced with its sendfile option on and off),
+/// qemu-system-x86 and busybox-static (the kernel matrix, xtask vm-test).
+const APT_PACKAGES: &[&str] = &[
+    "bpftool",
+    "tmux",
+    "nginx-light",
+    "curl",
+    "qemu-system-x86",
+    "busybox-static",
+];
 /// Set to 1 to let non-root runs skip the kernel tests (never in CI).
 const SKIP_ROOT_ENV: &str = "ZCTRACE_SKIP_ROOT_TESTS";
 
@@ -51,6 +61,17 @@ enum Cmd {
         #[arg(long, default_value_t = 7)]
         rounds: usize,
     },
+    /// Boot Debian's 6.1 and 6.12 kernels in QEMU and run zctrace's probe
+    /// self-test inside each.
+    VmTest {
+        /// 6.1, 6.12 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// Make these optional hooks mandatory (comma-separated), to see a
+        /// kernel that lacks one fail with the kernel's reason.
+        #[arg(long, value_name = "HOOKS")]
+        require_hook: Option<String>,
+    },
     /// Build zctrace (release) and run `zctrace demo` with these arguments.
     Demo {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -65,6 +86,10 @@ fn main() -> ExitCode {
         Cmd::Test { args } => test(&args),
         Cmd::Demo { args } => demo(&args),
         Cmd::Bench { rounds } => bench(rounds),
+        Cmd::VmTest {
+            kernel,
+            require_hook,
+        } => vm::vm_test(&kernel, require_hook.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -344,12 +369,56 @@ fn test(extra: &[String]) -> Result<()> {
     run(&mut ebpf)?;
     let mut test = cargo(&["test", "--workspace", "--exclude", "zctrace-ebpf"])?;
     test.args(extra);
-    run(&mut test)?;
+    let (mut passed, failed) = run_counting(&mut test)?;
+    // The probes inside Debian's 6.1 and 6.12 kernels (QEMU): one test per
+    // kernel.
+    if extra.is_empty() {
+        vm::vm_test("all", None)?;
+        passed += vm::SERIES.len() as u64;
+    }
     eprintln!(
         "xtask: all checks passed in {:.0}s",
         started.elapsed().as_secs_f64()
     );
+    // The plain closing line: the sum over every test binary and kernel.
+    println!("tests: {passed} passed, {failed} failed");
     Ok(())
+}
+
+/// Runs `cargo test`, passing its output through, and sums the
+/// "test result: ... N passed; M failed" lines of every test binary.
+fn run_counting(cmd: &mut Command) -> Result<(u64, u64)> {
+    use std::io::BufRead as _;
+    eprintln!("xtask: running {cmd:?}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap_or(0);
+                match kind {
+                    "passed" => passed += n,
+                    "failed" => failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status}): {failed} tests failed");
+    }
+    Ok((passed, failed))
 }
 
 fn demo(args: &[String]) -> Result<()> {

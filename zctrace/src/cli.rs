@@ -34,6 +34,14 @@ pub enum Command {
     /// (the workload of `cargo xtask bench`).
     #[command(hide = true)]
     Workload(WorkloadArgs),
+    /// Load the probes, run real transfers, check the counters; the init
+    /// program of `cargo xtask vm-test`. Exit 0 only if every check passed.
+    #[command(hide = true)]
+    Selftest {
+        /// Where to put the work files.
+        #[arg(long, default_value = "/tmp")]
+        dir: PathBuf,
+    },
     /// The reader process of `demo --pitfalls`.
     #[command(hide = true)]
     PitfallReader {

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Hooks(args) => hooks(&args).map(|()| 0),
         Command::Workload(args) => workload(&args).map(|()| 0),
         Command::PitfallReader { path, lease } => demo::pitfalls::reader(&path, lease).map(|()| 0),
+        Command::Selftest { dir } => selftest(&dir),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -296,4 +297,12 @@ fn workload(args: &WorkloadArgs) -> Result<()> {
         emit(&format!("elapsed_ns {}\n", rec.elapsed.as_nanos()))?;
     }
     Ok(())
+}
+
+fn selftest(dir: &std::path::Path) -> Result<u8> {
+    preflight::check()?;
+    let _ = preflight::raise_memlock();
+    let (report, pass) = demo::selftest::run(dir)?;
+    emit(&report)?;
+    Ok(if pass { 0 } else { 1 })
 }

@@ -932,3 +932,24 @@ fn nginx_is_sendfile_with_sendfile_on_and_read_write_with_it_off() {
         32.2,
     );
 }
+
+#[test]
+fn selftest_passes_on_this_kernel() {
+    if !root() {
+        return;
+    }
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Scratch::new();
+    let out = zctrace(&["selftest", "--dir", &s.path("")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ZCTRACE-SELFTEST: PASS")),
+        "{text}"
+    );
+}

@@ -338,7 +338,11 @@ fn reap_completions(fd: i32, report: &mut ZeroCopyReport, wait: Duration) -> io:
         // SAFETY: msghdr is plain data; all-zero is a valid empty header.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = size_of_val(&control);
+        // usize on glibc, u32 on musl (the kernel matrix's static build);
+        // 128 fits either.
+        #[expect(clippy::useless_conversion, reason = "usize on glibc, u32 on musl")]
+        let len = size_of_val(&control).try_into().unwrap_or_default();
+        msg.msg_controllen = len;
         // SAFETY: msg points at our control buffer; no data iovecs.
         let r = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
         if r < 0 {

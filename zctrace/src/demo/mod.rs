@@ -5,6 +5,7 @@ pub mod methods;
 pub mod pitfalls;
 pub mod receiver;
 pub mod report;
+pub mod selftest;
 
 use std::{
     fs::File,

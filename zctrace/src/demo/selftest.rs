@@ -1,0 +1,277 @@
+//! `zctrace selftest` (hidden): loads the probes, runs real transfers and
+//! checks the counters against honest ranges, printing one line per hook,
+//! one per check, and a final `ZCTRACE-SELFTEST: PASS|FAIL` line. It is the
+//! init program of the QEMU kernel matrix (`cargo xtask vm-test`), and runs
+//! on the host kernel as a test too.
+
+use std::{fmt::Write as _, path::Path, sync::atomic::AtomicBool};
+
+use anyhow::Result;
+use zctrace_common::Method;
+
+use super::{DemoOptions, MethodResult, Workspace, measure, run_method};
+use crate::{
+    model::ratio,
+    probe::{HookStatus, ProbeOptions, Probes},
+};
+
+/// The methods the matrix checks on every kernel.
+pub const METHODS: [Method; 4] = [
+    Method::ReadWrite,
+    Method::MmapWrite,
+    Method::Sendfile,
+    Method::Splice,
+];
+
+/// One checked number.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    pub what: String,
+    pub value: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl Check {
+    pub fn ok(&self) -> bool {
+        (self.lo..=self.hi).contains(&self.value)
+    }
+}
+
+fn check(out: &mut Vec<Check>, what: String, value: f64, lo: f64, hi: f64) {
+    out.push(Check {
+        what,
+        value,
+        lo,
+        hi,
+    });
+}
+
+/// The ranges every kernel must meet (per chunk, per payload byte).
+pub fn checks(results: &[MethodResult]) -> Vec<Check> {
+    let mut out = Vec::new();
+    for r in results {
+        let name = r.method.name();
+        let Some(s) = &r.sender else {
+            check(
+                &mut out,
+                format!("{name} ran (skipped: {:?})", r.skipped),
+                0.0,
+                1.0,
+                1.0,
+            );
+            continue;
+        };
+        let per_chunk = ratio(s.syscalls, r.chunks);
+        let cpu = s.cpu_copies_per_byte(r.bytes);
+        let refs = ratio(s.page_ref_bytes.value, r.bytes);
+        let (sys, cpu_range, refs_range) = match r.method {
+            Method::ReadWrite => ((1.95, 2.2), (1.95, 2.05), (0.0, 0.0)),
+            Method::MmapWrite => ((0.95, 1.1), (0.95, 1.05), (0.0, 0.0)),
+            Method::Sendfile => ((0.95, 1.2), (0.0, 0.0), (0.95, 1.05)),
+            // file -> pipe and pipe -> socket: two hand-overs of the pages.
+            Method::Splice => ((1.95, 2.3), (0.0, 0.0), (1.9, 2.1)),
+            _ => continue,
+        };
+        check(
+            &mut out,
+            format!("{name} syscalls per chunk"),
+            per_chunk,
+            sys.0,
+            sys.1,
+        );
+        check(
+            &mut out,
+            format!("{name} CPU copies per byte"),
+            cpu,
+            cpu_range.0,
+            cpu_range.1,
+        );
+        check(
+            &mut out,
+            format!("{name} page references per byte"),
+            refs,
+            refs_range.0,
+            refs_range.1,
+        );
+        if r.method == Method::MmapWrite {
+            let faults = (s.page_faults_user + s.page_faults_kernel) as f64;
+            check(
+                &mut out,
+                format!("{name} page faults"),
+                faults,
+                1.0,
+                f64::MAX,
+            );
+        }
+        if let Some(rx) = &r.receiver {
+            let got = ratio(rx.cpu_copy_bytes.kernel_to_user.value, r.bytes);
+            check(
+                &mut out,
+                format!("{name} receiver copies per byte"),
+                got,
+                0.99,
+                1.01,
+            );
+        }
+    }
+    out
+}
+
+/// Every hook that did not attach must say why.
+pub fn refusals_explained(hooks: &[HookStatus]) -> bool {
+    hooks
+        .iter()
+        .all(|h| h.attached || h.reason.as_deref().is_some_and(|r| !r.trim().is_empty()))
+}
+
+/// Runs the self-test; returns the report and whether it passed.
+pub fn run(dir: &Path) -> Result<(String, bool)> {
+    let mut s = String::new();
+    let kernel = crate::preflight::kernel_release();
+    let _ = writeln!(s, "kernel {kernel}");
+    let mut probes = match Probes::load(ProbeOptions::default()) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(
+                s,
+                "ZCTRACE-SELFTEST: FAIL probes did not load: {}",
+                crate::probe::error_chain(&e)
+            );
+            return Ok((s, false));
+        }
+    };
+    for h in probes.hooks() {
+        match &h.reason {
+            None => {
+                let _ = writeln!(s, "hook {} ({:?} tier): attached", h.name, h.tier);
+            }
+            Some(r) => {
+                let _ = writeln!(s, "hook {} ({:?} tier): refused: {r}", h.name, h.tier);
+            }
+        }
+    }
+    probes.trace_pid(std::process::id())?;
+    let opts = DemoOptions {
+        size: 8 << 20,
+        chunk: 64 << 10,
+        methods: METHODS.to_vec(),
+        cold: false,
+        pace: None,
+        dir: dir.to_path_buf(),
+    };
+    let ws = Workspace::create(&opts)?;
+    let stop = AtomicBool::new(false);
+    let mut results = Vec::new();
+    for &m in &opts.methods {
+        let rec = run_method(&ws, &opts, m, &stop, |_, _| {})?;
+        results.push(measure(&rec, &opts, &probes.snapshot()?, probes.hook_set()));
+    }
+    let checks = checks(&results);
+    for c in &checks {
+        let _ = writeln!(
+            s,
+            "check {}: {:.3} (expected {} to {}) {}",
+            c.what,
+            c.value,
+            c.lo,
+            if c.hi == f64::MAX {
+                "any".to_owned()
+            } else {
+                c.hi.to_string()
+            },
+            if c.ok() { "ok" } else { "FAIL" }
+        );
+    }
+    let explained = refusals_explained(probes.hooks());
+    // ZCTRACE_SELFTEST_REQUIRE=hook,hook makes optional hooks mandatory
+    // (to check that a missing one fails readably, e.g. on an old kernel).
+    let mut missing_required = Vec::new();
+    for name in std::env::var("ZCTRACE_SELFTEST_REQUIRE")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|n| !n.is_empty())
+    {
+        match probes.hooks().iter().find(|h| h.name == name) {
+            Some(h) if h.attached => {}
+            Some(h) => missing_required.push(format!(
+                "required hook {name}: {}",
+                h.reason.as_deref().unwrap_or("?")
+            )),
+            None => {
+                missing_required.push(format!("required hook {name}: zctrace has no such hook"))
+            }
+        }
+    }
+    for m in &missing_required {
+        let _ = writeln!(s, "check {m} FAIL");
+    }
+    let failed = checks.iter().filter(|c| !c.ok()).count()
+        + usize::from(!explained)
+        + missing_required.len();
+    let attached = probes.hooks().iter().filter(|h| h.attached).count();
+    let pass = failed == 0;
+    let _ = writeln!(
+        s,
+        "ZCTRACE-SELFTEST: {} on {kernel}: {attached}/{} hooks attached, {} checks, {failed} failed{}",
+        if pass { "PASS" } else { "FAIL" },
+        probes.hooks().len(),
+        checks.len(),
+        if explained {
+            ""
+        } else {
+            ", a refused hook gave no reason"
+        }
+    );
+    Ok((s, pass))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::Tier;
+
+    #[test]
+    fn ranges_accept_the_textbook_and_reject_a_copying_sendfile() {
+        let ok = Check {
+            what: "x".into(),
+            value: 2.0,
+            lo: 1.95,
+            hi: 2.05,
+        };
+        assert!(ok.ok());
+        assert!(
+            !Check {
+                value: 2.2,
+                ..ok.clone()
+            }
+            .ok()
+        );
+        assert!(
+            Check {
+                value: 0.0,
+                lo: 0.0,
+                hi: 0.0,
+                ..ok
+            }
+            .ok()
+        );
+    }
+
+    #[test]
+    fn a_refused_hook_must_carry_a_reason() {
+        let h = |attached, reason: Option<&str>| HookStatus {
+            name: "tcp_sendmsg_locked",
+            tier: Tier::Tracepoint,
+            attached,
+            reason: reason.map(str::to_owned),
+            purpose: "",
+        };
+        assert!(refusals_explained(&[
+            h(true, None),
+            h(false, Some("no such tracepoint"))
+        ]));
+        assert!(!refusals_explained(&[h(false, None)]));
+        assert!(!refusals_explained(&[h(false, Some(" "))]));
+    }
+}
