@@ -453,7 +453,16 @@ pub mod counter {
     /// CPU copy kernel to kernel observed at a copy site (copy-site tier, or
     /// a kernel-backed iterator without `MSG_SPLICE_PAGES` at the socket).
     pub const K2K_OBSERVED: usize = 20;
-    pub const COUNT: usize = 21;
+    /// Copy-site tier (fexit on the functions that do the copying, with
+    /// the iterator's type): user to kernel.
+    pub const COPY_SITE_U2K: usize = 21;
+    /// Copy-site tier: kernel to user.
+    pub const COPY_SITE_K2U: usize = 22;
+    /// Copy-site tier: kernel to kernel.
+    pub const COPY_SITE_K2K: usize = 23;
+    /// Copy-site tier: pages handed to a socket by reference (or pinned).
+    pub const COPY_SITE_REFS: usize = 24;
+    pub const COUNT: usize = 25;
 }
 
 /// Which derived counter a successful I/O syscall's return value goes to.
@@ -744,6 +753,9 @@ pub struct KernelLayout {
     pub netdev_flags: u32,
     /// Bit n set: `iter_type == n` is user memory (`ITER_UBUF`, `ITER_IOVEC`).
     pub user_iter_mask: u32,
+    /// `ITER_PIPE` (kernels before 6.4; `u32::MAX` where absent): "copying"
+    /// a page into it hands the page to the pipe by reference.
+    pub iter_pipe: u32,
     /// This architecture's `O_DIRECT`.
     pub o_direct: u32,
     /// Non-zero once filled in (the programs do nothing with a zero layout).

@@ -226,7 +226,7 @@ fn shared_types_have_no_padding() {
     assert_eq!(size_of::<Counters>(), 8 * counter::COUNT);
     assert_eq!(size_of::<ThreadState>(), 64);
     assert_eq!(size_of::<Event>(), 64);
-    assert_eq!(size_of::<KernelLayout>(), 4 * 18);
+    assert_eq!(size_of::<KernelLayout>(), 4 * 19);
 }
 
 #[test]

@@ -25,6 +25,7 @@ pub(crate) static LAYOUT: KernelLayout = KernelLayout {
     request_cmd_flags: 0,
     netdev_flags: 0,
     user_iter_mask: 0,
+    iter_pipe: u32::MAX,
     o_direct: 0,
     valid: 0,
 };

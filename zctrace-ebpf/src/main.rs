@@ -14,6 +14,7 @@
 )]
 
 mod block;
+mod copysite;
 mod kernel;
 mod net;
 mod sched;
@@ -21,8 +22,8 @@ mod state;
 mod syscalls;
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, raw_tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext},
+    macros::{btf_tracepoint, fexit, raw_tracepoint},
+    programs::{BtfTracePointContext, FExitContext, RawTracePointContext},
 };
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -78,6 +79,49 @@ pub fn net_dev_xmit(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "block_rq_issue")]
 pub fn block_rq_issue(ctx: RawTracePointContext) -> i32 {
     block::try_rq_issue(&ctx).map_or(0, |()| 0)
+}
+
+// The copy-site tier. Userspace loads each against the running kernel's
+// BTF and records the kernel's reason when one is refused.
+
+#[fexit(function = "filemap_read")]
+pub fn copy_filemap_read(ctx: FExitContext) -> i32 {
+    copysite::try_filemap_read(&ctx).map_or(0, |()| 0)
+}
+
+#[fexit(function = "shmem_file_read_iter")]
+pub fn copy_shmem_file_read_iter(ctx: FExitContext) -> i32 {
+    copysite::try_shmem_file_read_iter(&ctx).map_or(0, |()| 0)
+}
+
+#[fexit(function = "generic_perform_write")]
+pub fn copy_generic_perform_write(ctx: FExitContext) -> i32 {
+    copysite::try_generic_perform_write(&ctx).map_or(0, |()| 0)
+}
+
+#[fexit(function = "pipe_read")]
+pub fn copy_pipe_read(ctx: FExitContext) -> i32 {
+    copysite::try_pipe_read(&ctx).map_or(0, |()| 0)
+}
+
+#[fexit(function = "pipe_write")]
+pub fn copy_pipe_write(ctx: FExitContext) -> i32 {
+    copysite::try_pipe_write(&ctx).map_or(0, |()| 0)
+}
+
+#[fexit(function = "skb_copy_datagram_iter")]
+pub fn copy_skb_copy_datagram_iter(ctx: FExitContext) -> i32 {
+    copysite::try_skb_copy_datagram_iter(&ctx).map_or(0, |()| 0)
+}
+
+#[fexit(function = "tcp_sendmsg_locked")]
+pub fn copy_tcp_sendmsg_locked(ctx: FExitContext) -> i32 {
+    copysite::try_tcp_sendmsg_locked(&ctx).map_or(0, |()| 0)
+}
+
+#[fexit(function = "do_tcp_sendpages")]
+pub fn copy_do_tcp_sendpages(ctx: FExitContext) -> i32 {
+    copysite::try_do_tcp_sendpages(&ctx).map_or(0, |()| 0)
 }
 
 #[cfg(not(test))]

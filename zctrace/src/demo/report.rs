@@ -51,13 +51,16 @@ fn src(b: &Bytes) -> &'static str {
 /// Kernel, tier and hooks.
 pub fn header(hooks: &[HookStatus], kernel: &str) -> String {
     let mut s = String::new();
-    let attached = hooks.iter().filter(|h| h.attached).count();
+    let (tp, tp_all, _) = crate::probe::tier_summary(hooks, crate::probe::Tier::Tracepoint);
+    let (cs, cs_all, cs_why) = crate::probe::tier_summary(hooks, crate::probe::Tier::CopySite);
     let _ = writeln!(
         s,
-        "zctrace demo on Linux {kernel}: tracepoint tier, {attached}/{} hooks attached",
-        hooks.len()
+        "zctrace demo on Linux {kernel}: tracepoint tier {tp}/{tp_all} hooks, copy-site tier {cs}/{cs_all}"
     );
-    for h in hooks.iter().filter(|h| !h.attached) {
+    for h in hooks
+        .iter()
+        .filter(|h| !h.attached && h.tier == crate::probe::Tier::Tracepoint)
+    {
         let _ = writeln!(
             s,
             "  missing {}: {}",
@@ -65,11 +68,14 @@ pub fn header(hooks: &[HookStatus], kernel: &str) -> String {
             h.reason.as_deref().unwrap_or("unknown reason")
         );
     }
-    let _ = writeln!(
-        s,
-        "  copy-site tier (fentry/kprobe) is not built into this version: copies are observed at \
-         socket tracepoints or derived from syscall results (obs/der)"
-    );
+    if cs < cs_all {
+        let _ = writeln!(
+            s,
+            "  copy-site tier incomplete ({}), so copies are observed at socket tracepoints or \
+             derived from syscall results (obs/der); `zctrace hooks` lists each reason",
+            cs_why.unwrap_or("refused")
+        );
+    }
     s
 }
 

@@ -118,6 +118,38 @@ pub fn checks(results: &[MethodResult]) -> Vec<Check> {
     out
 }
 
+/// Copy-site vs derived, per direction, as checks.
+pub fn agreement(out: &mut Vec<Check>, name: &str, c: &zctrace_common::Counters, payload: u64) {
+    use zctrace_common::counter as k;
+    let slack = (payload as f64 * 0.02).max(65_536.0);
+    for (dir, site, derived) in [
+        ("user->kernel", k::COPY_SITE_U2K, k::U2K_DERIVED),
+        ("kernel->user", k::COPY_SITE_K2U, k::K2U_DERIVED),
+        ("kernel->kernel", k::COPY_SITE_K2K, k::K2K_DERIVED),
+    ] {
+        let diff = c.v[site] as f64 - c.v[derived] as f64;
+        check(
+            out,
+            format!("{name} {dir}: copy site minus derived, bytes"),
+            diff,
+            -slack,
+            slack,
+        );
+    }
+    // Zero-copy methods: the sites see page references where no copy is.
+    // (Before 6.4 the splice read into a pipe counts too: up to 2 per byte.)
+    if matches!(name, "sendfile" | "splice") {
+        let refs = ratio(c.v[k::COPY_SITE_REFS], payload);
+        check(
+            out,
+            format!("{name} copy-site page references per byte"),
+            refs,
+            0.95,
+            2.05,
+        );
+    }
+}
+
 /// Every hook that did not attach must say why.
 pub fn refusals_explained(hooks: &[HookStatus]) -> bool {
     hooks
@@ -167,7 +199,18 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
         let rec = run_method(&ws, &opts, m, &stop, |_, _| {})?;
         results.push(measure(&rec, &opts, &probes.snapshot()?, probes.hook_set()));
     }
-    let checks = checks(&results);
+    let mut checks = checks(&results);
+    // With the copy-site tier in, its counts must agree with the
+    // tracepoint tier's derived ones (2% of the payload, plus 64 KiB for
+    // the odd bookkeeping read), method by method.
+    let hooks = probes.hook_set();
+    if hooks.copy_site {
+        let snap = probes.snapshot()?;
+        for r in &results {
+            let c = snap.thread_io(r.sender_tid);
+            agreement(&mut checks, r.method.name(), &c, r.bytes);
+        }
+    }
     for c in &checks {
         let _ = writeln!(
             s,

@@ -67,11 +67,22 @@ pub enum Source {
     Derived,
 }
 
+/// Which probe family a number comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TierOf {
+    /// Tracepoints (observed there, or derived from syscall results).
+    Tracepoint,
+    /// fexit on the functions that do the copying.
+    CopySite,
+}
+
 /// A byte count with its provenance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Bytes {
     pub value: u64,
     pub source: Source,
+    pub tier: TierOf,
     /// The hook that observed it, for observed values.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hook: Option<&'static str>,
@@ -82,7 +93,21 @@ impl Bytes {
         Bytes {
             value,
             source: Source::Derived,
+            tier: TierOf::Tracepoint,
             hook: None,
+        }
+    }
+
+    /// The copy-site tier's count when that tier is in, else `fallback`.
+    fn prefer_copy_site(copy_site: Option<u64>, fallback: Self) -> Self {
+        match copy_site {
+            Some(value) => Bytes {
+                value,
+                source: Source::Observed,
+                tier: TierOf::CopySite,
+                hook: Some("copy site (fexit)"),
+            },
+            None => fallback,
         }
     }
 
@@ -94,6 +119,7 @@ impl Bytes {
             Bytes {
                 value: observed,
                 source: Source::Observed,
+                tier: TierOf::Tracepoint,
                 hook: Some(hook),
             }
         } else {
@@ -111,6 +137,8 @@ pub struct HookSet {
     pub sched_switch: bool,
     pub block: bool,
     pub net_xmit: bool,
+    /// The copy-site tier's main sites are all attached.
+    pub copy_site: bool,
 }
 
 #[cfg(test)]
@@ -122,6 +150,7 @@ impl HookSet {
         sched_switch: true,
         block: true,
         net_xmit: true,
+        copy_site: false,
     };
 }
 
@@ -178,6 +207,9 @@ impl Measured {
     pub fn from_counters(c: &Counters, hooks: HookSet) -> Self {
         let v = &c.v;
         let faults_user = v[counter::FAULTS_USER];
+        // Copy-site counts replace the tracepoint tier's for the CPU copy
+        // directions when that tier is in (an observed zero is a zero).
+        let cs = |i: usize| hooks.copy_site.then_some(v[i]);
         Measured {
             syscalls: v[counter::SYSCALLS],
             mode_switches: 2 * v[counter::SYSCALLS] + 2 * faults_user,
@@ -188,23 +220,32 @@ impl Measured {
                 involuntary: v[counter::CS_INVOLUNTARY],
             },
             cpu_copy_bytes: CpuCopies {
-                user_to_kernel: Bytes::pick(
-                    v[counter::U2K_OBSERVED],
-                    v[counter::U2K_DERIVED],
-                    "tcp_sendmsg_locked",
-                    hooks.tcp_sendmsg,
+                user_to_kernel: Bytes::prefer_copy_site(
+                    cs(counter::COPY_SITE_U2K),
+                    Bytes::pick(
+                        v[counter::U2K_OBSERVED],
+                        v[counter::U2K_DERIVED],
+                        "tcp_sendmsg_locked",
+                        hooks.tcp_sendmsg,
+                    ),
                 ),
-                kernel_to_user: Bytes::pick(
-                    v[counter::K2U_OBSERVED],
-                    v[counter::K2U_DERIVED],
-                    "skb_copy_datagram_iovec",
-                    hooks.skb_copy,
+                kernel_to_user: Bytes::prefer_copy_site(
+                    cs(counter::COPY_SITE_K2U),
+                    Bytes::pick(
+                        v[counter::K2U_OBSERVED],
+                        v[counter::K2U_DERIVED],
+                        "skb_copy_datagram_iovec",
+                        hooks.skb_copy,
+                    ),
                 ),
-                kernel_to_kernel: Bytes::pick(
-                    v[counter::K2K_OBSERVED],
-                    v[counter::K2K_DERIVED],
-                    "tcp_sendmsg_locked",
-                    hooks.tcp_sendmsg,
+                kernel_to_kernel: Bytes::prefer_copy_site(
+                    cs(counter::COPY_SITE_K2K),
+                    Bytes::pick(
+                        v[counter::K2K_OBSERVED],
+                        v[counter::K2K_DERIVED],
+                        "tcp_sendmsg_locked",
+                        hooks.tcp_sendmsg,
+                    ),
                 ),
             },
             page_ref_bytes: Bytes::pick(
@@ -352,6 +393,24 @@ mod tests {
         let m = Measured::from_counters(&c, HookSet::default());
         assert_eq!(m.cpu_copy_bytes.user_to_kernel.source, Source::Derived);
         assert_eq!(m.cpu_copy_bytes.user_to_kernel.hook, None);
+    }
+
+    #[test]
+    fn the_copy_site_tier_wins_when_it_is_in() {
+        let c = row(&[(counter::K2U_DERIVED, 1000), (counter::COPY_SITE_K2U, 990)]);
+        let m = Measured::from_counters(&c, HookSet::ALL);
+        assert_eq!(m.cpu_copy_bytes.kernel_to_user.value, 1000);
+        assert_eq!(m.cpu_copy_bytes.kernel_to_user.tier, TierOf::Tracepoint);
+        let m = Measured::from_counters(
+            &c,
+            HookSet {
+                copy_site: true,
+                ..HookSet::ALL
+            },
+        );
+        assert_eq!(m.cpu_copy_bytes.kernel_to_user.value, 990);
+        assert_eq!(m.cpu_copy_bytes.kernel_to_user.tier, TierOf::CopySite);
+        assert_eq!(m.cpu_copy_bytes.user_to_kernel.value, 0, "an observed zero");
     }
 
     #[test]

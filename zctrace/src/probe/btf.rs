@@ -149,6 +149,9 @@ impl KernelBtf {
             request_cmd_flags: self.offset("request", &["cmd_flags"])?,
             netdev_flags: self.offset("net_device", &["flags"])?,
             user_iter_mask,
+            iter_pipe: self
+                .enum_value("iter_type", "ITER_PIPE")?
+                .unwrap_or(u32::MAX),
             o_direct: libc::O_DIRECT as u32,
             valid: 1,
         })

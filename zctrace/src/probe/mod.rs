@@ -14,7 +14,7 @@ use crate::model::{HookSet, Snapshot};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint},
+    programs::{BtfTracePoint, FExit, RawTracePoint},
 };
 use thiserror::Error;
 use zctrace_common::{CounterKey, Counters, Settings, config, stat};
@@ -28,21 +28,24 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tier {
-    /// Tracepoints, raw tracepoints and BTF tracepoints. (The copy-site
-    /// tier, fentry/kprobe on the copying functions, is not built yet.)
+    /// Tracepoints, raw tracepoints and BTF tracepoints.
     Tracepoint,
+    /// fexit programs on the functions that perform the copies.
+    CopySite,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     RawTracepoint,
     BtfTracepoint,
+    FExit,
 }
 
 struct HookSpec {
     program: &'static str,
     target: &'static str,
     kind: Kind,
+    tier: Tier,
     /// Without it zctrace cannot count anything.
     required: bool,
     purpose: &'static str,
@@ -53,6 +56,7 @@ const HOOKS: &[HookSpec] = &[
         program: "sys_enter",
         target: "sys_enter",
         kind: Kind::RawTracepoint,
+        tier: Tier::Tracepoint,
         required: true,
         purpose: "syscall entry: which call, which fds, which method",
     },
@@ -60,6 +64,7 @@ const HOOKS: &[HookSpec] = &[
         program: "sys_exit",
         target: "sys_exit",
         kind: Kind::RawTracepoint,
+        tier: Tier::Tracepoint,
         required: true,
         purpose: "syscall result: bytes moved",
     },
@@ -67,6 +72,7 @@ const HOOKS: &[HookSpec] = &[
         program: "sched_switch",
         target: "sched_switch",
         kind: Kind::RawTracepoint,
+        tier: Tier::Tracepoint,
         required: false,
         purpose: "context switches",
     },
@@ -74,6 +80,7 @@ const HOOKS: &[HookSpec] = &[
         program: "sched_process_fork",
         target: "sched_process_fork",
         kind: Kind::RawTracepoint,
+        tier: Tier::Tracepoint,
         required: false,
         purpose: "follow forked children",
     },
@@ -81,6 +88,7 @@ const HOOKS: &[HookSpec] = &[
         program: "sched_process_exit",
         target: "sched_process_exit",
         kind: Kind::RawTracepoint,
+        tier: Tier::Tracepoint,
         required: false,
         purpose: "notice exits, free thread state",
     },
@@ -88,6 +96,7 @@ const HOOKS: &[HookSpec] = &[
         program: "page_fault_user",
         target: "page_fault_user",
         kind: Kind::RawTracepoint,
+        tier: Tier::Tracepoint,
         required: false,
         purpose: "user page faults (mode switches)",
     },
@@ -95,6 +104,7 @@ const HOOKS: &[HookSpec] = &[
         program: "page_fault_kernel",
         target: "page_fault_kernel",
         kind: Kind::RawTracepoint,
+        tier: Tier::Tracepoint,
         required: false,
         purpose: "kernel-mode faults on user memory",
     },
@@ -102,6 +112,7 @@ const HOOKS: &[HookSpec] = &[
         program: "skb_copy_datagram_iovec",
         target: "skb_copy_datagram_iovec",
         kind: Kind::RawTracepoint,
+        tier: Tier::Tracepoint,
         required: false,
         purpose: "socket receive copies to user memory",
     },
@@ -109,6 +120,7 @@ const HOOKS: &[HookSpec] = &[
         program: "tcp_sendmsg_locked",
         target: "tcp_sendmsg_locked",
         kind: Kind::BtfTracepoint,
+        tier: Tier::Tracepoint,
         required: false,
         purpose: "TCP send: user copy, pinned pages or page references",
     },
@@ -116,6 +128,7 @@ const HOOKS: &[HookSpec] = &[
         program: "net_dev_xmit",
         target: "net_dev_xmit",
         kind: Kind::RawTracepoint,
+        tier: Tier::Tracepoint,
         required: false,
         purpose: "transmitted bytes: loopback vs device DMA",
     },
@@ -123,9 +136,84 @@ const HOOKS: &[HookSpec] = &[
         program: "block_rq_issue",
         target: "block_rq_issue",
         kind: Kind::RawTracepoint,
+        tier: Tier::Tracepoint,
         required: false,
         purpose: "disk DMA bytes at request issue",
     },
+    HookSpec {
+        program: "copy_filemap_read",
+        target: "filemap_read",
+        kind: Kind::FExit,
+        tier: Tier::CopySite,
+        required: false,
+        purpose: "page cache to user memory (read of a cached file)",
+    },
+    HookSpec {
+        program: "copy_shmem_file_read_iter",
+        target: "shmem_file_read_iter",
+        kind: Kind::FExit,
+        tier: Tier::CopySite,
+        required: false,
+        purpose: "tmpfs pages to user memory (tmpfs bypasses filemap_read)",
+    },
+    HookSpec {
+        program: "copy_generic_perform_write",
+        target: "generic_perform_write",
+        kind: Kind::FExit,
+        tier: Tier::CopySite,
+        required: false,
+        purpose: "user or kernel memory into the page cache",
+    },
+    HookSpec {
+        program: "copy_pipe_read",
+        target: "pipe_read",
+        kind: Kind::FExit,
+        tier: Tier::CopySite,
+        required: false,
+        purpose: "pipe buffers to user memory",
+    },
+    HookSpec {
+        program: "copy_pipe_write",
+        target: "pipe_write",
+        kind: Kind::FExit,
+        tier: Tier::CopySite,
+        required: false,
+        purpose: "user memory into pipe buffers",
+    },
+    HookSpec {
+        program: "copy_skb_copy_datagram_iter",
+        target: "skb_copy_datagram_iter",
+        kind: Kind::FExit,
+        tier: Tier::CopySite,
+        required: false,
+        purpose: "socket data to the receiver's memory",
+    },
+    HookSpec {
+        program: "copy_tcp_sendmsg_locked",
+        target: "tcp_sendmsg_locked",
+        kind: Kind::FExit,
+        tier: Tier::CopySite,
+        required: false,
+        purpose: "TCP send: copy, pin or page references, with the byte count",
+    },
+    HookSpec {
+        program: "copy_do_tcp_sendpages",
+        target: "do_tcp_sendpages",
+        kind: Kind::FExit,
+        tier: Tier::CopySite,
+        required: false,
+        purpose: "pages handed to TCP by reference (kernels before 6.5)",
+    },
+];
+
+/// The copy-site hooks without which that tier would miss copies of the
+/// demo's methods (pipes and the pre-6.5 sendpage path are extras).
+const COPY_SITE_CORE: [&str; 5] = [
+    "filemap_read",
+    "shmem_file_read_iter",
+    "generic_perform_write",
+    "skb_copy_datagram_iter",
+    "tcp_sendmsg_locked",
 ];
 
 /// What became of one hook.
@@ -205,7 +293,7 @@ impl Probes {
             }
             hooks.push(HookStatus {
                 name: spec.target,
-                tier: Tier::Tracepoint,
+                tier: spec.tier,
                 attached: result.is_ok(),
                 reason: result.err(),
                 purpose: spec.purpose,
@@ -232,6 +320,13 @@ impl Probes {
             sched_switch: on("sched_switch"),
             block: on("block_rq_issue"),
             net_xmit: on("net_dev_xmit"),
+            // The CPU-copy directions come from this tier only when all of
+            // its main sites are in: a partial tier would miss copies.
+            copy_site: COPY_SITE_CORE.iter().all(|n| {
+                self.hooks
+                    .iter()
+                    .any(|h| h.name == *n && h.tier == Tier::CopySite && h.attached)
+            }),
         }
     }
 
@@ -325,6 +420,12 @@ fn attach(ebpf: &mut Ebpf, spec: &HookSpec, btf: Option<&aya::Btf>) -> Result<()
             p.load(spec.target, btf)?;
             p.attach().map(drop)
         })(),
+        Kind::FExit => (|| {
+            let btf = btf.ok_or(aya::programs::ProgramError::UnexpectedProgramType)?;
+            let p: &mut FExit = prog.try_into()?;
+            p.load(spec.target, btf)?;
+            p.attach().map(drop)
+        })(),
     };
     r.map_err(|e| error_chain(&e))
 }
@@ -341,7 +442,20 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         src = cause.source();
     }
-    s.replace('\n', " ")
+    let s = s.replace('\n', " ");
+    // aya appends the verifier log; an empty one is noise.
+    s.trim()
+        .trim_end_matches("Verifier output:")
+        .trim()
+        .to_owned()
+}
+
+/// "attached/total" for one tier, and the first refusal's reason.
+pub fn tier_summary(hooks: &[HookStatus], tier: Tier) -> (usize, usize, Option<&str>) {
+    let of_tier = || hooks.iter().filter(move |h| h.tier == tier);
+    let attached = of_tier().filter(|h| h.attached).count();
+    let reason = of_tier().find_map(|h| h.reason.as_deref());
+    (attached, of_tier().count(), reason)
 }
 
 #[cfg(test)]

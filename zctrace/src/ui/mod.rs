@@ -62,19 +62,19 @@ impl Widget for Dashboard<'_> {
 }
 
 fn status_line(app: &App) -> Paragraph<'static> {
-    let attached = app.hooks.iter().filter(|h| h.attached).count();
+    let (tp, tp_all, _) = crate::probe::tier_summary(&app.hooks, crate::probe::Tier::Tracepoint);
+    let (cs, cs_all, _) = crate::probe::tier_summary(&app.hooks, crate::probe::Tier::CopySite);
     let missing: Vec<&str> = app
         .hooks
         .iter()
-        .filter(|h| !h.attached)
+        .filter(|h| !h.attached && h.tier == crate::probe::Tier::Tracepoint)
         .map(|h| h.name)
         .collect();
     let mut spans = vec![
         Span::styled(" zctrace ", Style::new().bold().reversed()),
         Span::raw(" ? help  q quit | "),
         Span::raw(format!(
-            "tracepoint tier {attached}/{} hooks{} | Linux {} | {} | dropped {} | every {} ms",
-            app.hooks.len(),
+            "tiers: tracepoint {tp}/{tp_all}{}, copy-site {cs}/{cs_all} | Linux {} | {} | dropped {} | every {} ms",
             if missing.is_empty() {
                 String::new()
             } else {
