@@ -22,8 +22,10 @@ mod state;
 mod syscalls;
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, fexit, raw_tracepoint},
-    programs::{BtfTracePointContext, FExitContext, RawTracePointContext},
+    macros::{btf_tracepoint, fexit, kprobe, kretprobe, raw_tracepoint},
+    programs::{
+        BtfTracePointContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext,
+    },
 };
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -81,48 +83,76 @@ pub fn block_rq_issue(ctx: RawTracePointContext) -> i32 {
     block::try_rq_issue(&ctx).map_or(0, |()| 0)
 }
 
-// The copy-site tier. Userspace loads each against the running kernel's
-// BTF and records the kernel's reason when one is refused.
+// The copy-site tier: for each site an fexit program and a kprobe/kretprobe
+// pair; userspace loads the fexit one and falls back to the pair where the
+// kernel refuses it, recording the reasons. The function to hook is named at
+// load time from userspace.
+macro_rules! copy_site {
+    ($id:expr, $site:expr, $fexit:ident, $entry:ident, $exit:ident) => {
+        #[fexit]
+        pub fn $fexit(ctx: FExitContext) -> i32 {
+            copysite::fexit(&ctx, $site).map_or(0, |()| 0)
+        }
 
-#[fexit(function = "filemap_read")]
-pub fn copy_filemap_read(ctx: FExitContext) -> i32 {
-    copysite::try_filemap_read(&ctx).map_or(0, |()| 0)
+        #[kprobe]
+        pub fn $entry(ctx: ProbeContext) -> u32 {
+            copysite::entry(&ctx, $id, $site).map_or(0, |()| 0)
+        }
+
+        #[kretprobe]
+        pub fn $exit(ctx: RetProbeContext) -> u32 {
+            copysite::exit(&ctx, $id, $site).map_or(0, |()| 0)
+        }
+    };
 }
 
-#[fexit(function = "shmem_file_read_iter")]
-pub fn copy_shmem_file_read_iter(ctx: FExitContext) -> i32 {
-    copysite::try_shmem_file_read_iter(&ctx).map_or(0, |()| 0)
-}
+use copysite::Site;
+use zctrace_common::counter::{COPY_SITE_K2U as K2U, COPY_SITE_U2K as U2K};
 
-#[fexit(function = "generic_perform_write")]
-pub fn copy_generic_perform_write(ctx: FExitContext) -> i32 {
-    copysite::try_generic_perform_write(&ctx).map_or(0, |()| 0)
-}
-
-#[fexit(function = "pipe_read")]
-pub fn copy_pipe_read(ctx: FExitContext) -> i32 {
-    copysite::try_pipe_read(&ctx).map_or(0, |()| 0)
-}
-
-#[fexit(function = "pipe_write")]
-pub fn copy_pipe_write(ctx: FExitContext) -> i32 {
-    copysite::try_pipe_write(&ctx).map_or(0, |()| 0)
-}
-
-#[fexit(function = "skb_copy_datagram_iter")]
-pub fn copy_skb_copy_datagram_iter(ctx: FExitContext) -> i32 {
-    copysite::try_skb_copy_datagram_iter(&ctx).map_or(0, |()| 0)
-}
-
-#[fexit(function = "tcp_sendmsg_locked")]
-pub fn copy_tcp_sendmsg_locked(ctx: FExitContext) -> i32 {
-    copysite::try_tcp_sendmsg_locked(&ctx).map_or(0, |()| 0)
-}
-
-#[fexit(function = "do_tcp_sendpages")]
-pub fn copy_do_tcp_sendpages(ctx: FExitContext) -> i32 {
-    copysite::try_do_tcp_sendpages(&ctx).map_or(0, |()| 0)
-}
+copy_site!(
+    1,
+    Site::Iter { iter: 1, user: K2U },
+    fx_filemap_read,
+    kp_filemap_read,
+    kr_filemap_read
+);
+copy_site!(
+    2,
+    Site::Iter { iter: 1, user: K2U },
+    fx_shmem_read,
+    kp_shmem_read,
+    kr_shmem_read
+);
+copy_site!(
+    3,
+    Site::Iter { iter: 1, user: U2K },
+    fx_perform_write,
+    kp_perform_write,
+    kr_perform_write
+);
+copy_site!(
+    4,
+    Site::Iter { iter: 1, user: K2U },
+    fx_pipe_read,
+    kp_pipe_read,
+    kr_pipe_read
+);
+copy_site!(
+    5,
+    Site::Iter { iter: 1, user: U2K },
+    fx_pipe_write,
+    kp_pipe_write,
+    kr_pipe_write
+);
+copy_site!(6, Site::SkbCopy, fx_skb_copy, kp_skb_copy, kr_skb_copy);
+copy_site!(
+    7,
+    Site::TcpSend,
+    fx_tcp_sendmsg,
+    kp_tcp_sendmsg,
+    kr_tcp_sendmsg
+);
+copy_site!(8, Site::SendPages, fx_sendpages, kp_sendpages, kr_sendpages);
 
 #[cfg(not(test))]
 #[panic_handler]

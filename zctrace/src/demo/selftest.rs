@@ -176,7 +176,13 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
     for h in probes.hooks() {
         match &h.reason {
             None => {
-                let _ = writeln!(s, "hook {} ({:?} tier): attached", h.name, h.tier);
+                let _ = writeln!(
+                    s,
+                    "hook {} ({:?} tier): attached via {}",
+                    h.name,
+                    h.tier,
+                    h.via.unwrap_or("?")
+                );
             }
             Some(r) => {
                 let _ = writeln!(s, "hook {} ({:?} tier): refused: {r}", h.name, h.tier);
@@ -307,6 +313,7 @@ mod tests {
             name: "tcp_sendmsg_locked",
             tier: Tier::Tracepoint,
             attached,
+            via: attached.then_some("tp_btf"),
             reason: reason.map(str::to_owned),
             purpose: "",
         };

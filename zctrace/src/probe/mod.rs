@@ -14,7 +14,7 @@ use crate::model::{HookSet, Snapshot};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, FExit, RawTracePoint},
+    programs::{BtfTracePoint, FExit, KProbe, RawTracePoint},
 };
 use thiserror::Error;
 use zctrace_common::{CounterKey, Counters, Settings, config, stat};
@@ -38,7 +38,11 @@ pub enum Tier {
 enum Kind {
     RawTracepoint,
     BtfTracepoint,
-    FExit,
+    /// fexit (`program`), else the kprobe/kretprobe pair.
+    CopySite {
+        entry: &'static str,
+        exit: &'static str,
+    },
 }
 
 struct HookSpec {
@@ -141,65 +145,89 @@ const HOOKS: &[HookSpec] = &[
         purpose: "disk DMA bytes at request issue",
     },
     HookSpec {
-        program: "copy_filemap_read",
+        program: "fx_filemap_read",
         target: "filemap_read",
-        kind: Kind::FExit,
+        kind: Kind::CopySite {
+            entry: "kp_filemap_read",
+            exit: "kr_filemap_read",
+        },
         tier: Tier::CopySite,
         required: false,
         purpose: "page cache to user memory (read of a cached file)",
     },
     HookSpec {
-        program: "copy_shmem_file_read_iter",
+        program: "fx_shmem_read",
         target: "shmem_file_read_iter",
-        kind: Kind::FExit,
+        kind: Kind::CopySite {
+            entry: "kp_shmem_read",
+            exit: "kr_shmem_read",
+        },
         tier: Tier::CopySite,
         required: false,
         purpose: "tmpfs pages to user memory (tmpfs bypasses filemap_read)",
     },
     HookSpec {
-        program: "copy_generic_perform_write",
+        program: "fx_perform_write",
         target: "generic_perform_write",
-        kind: Kind::FExit,
+        kind: Kind::CopySite {
+            entry: "kp_perform_write",
+            exit: "kr_perform_write",
+        },
         tier: Tier::CopySite,
         required: false,
         purpose: "user or kernel memory into the page cache",
     },
     HookSpec {
-        program: "copy_pipe_read",
+        program: "fx_pipe_read",
         target: "pipe_read",
-        kind: Kind::FExit,
+        kind: Kind::CopySite {
+            entry: "kp_pipe_read",
+            exit: "kr_pipe_read",
+        },
         tier: Tier::CopySite,
         required: false,
         purpose: "pipe buffers to user memory",
     },
     HookSpec {
-        program: "copy_pipe_write",
+        program: "fx_pipe_write",
         target: "pipe_write",
-        kind: Kind::FExit,
+        kind: Kind::CopySite {
+            entry: "kp_pipe_write",
+            exit: "kr_pipe_write",
+        },
         tier: Tier::CopySite,
         required: false,
         purpose: "user memory into pipe buffers",
     },
     HookSpec {
-        program: "copy_skb_copy_datagram_iter",
+        program: "fx_skb_copy",
         target: "skb_copy_datagram_iter",
-        kind: Kind::FExit,
+        kind: Kind::CopySite {
+            entry: "kp_skb_copy",
+            exit: "kr_skb_copy",
+        },
         tier: Tier::CopySite,
         required: false,
         purpose: "socket data to the receiver's memory",
     },
     HookSpec {
-        program: "copy_tcp_sendmsg_locked",
+        program: "fx_tcp_sendmsg",
         target: "tcp_sendmsg_locked",
-        kind: Kind::FExit,
+        kind: Kind::CopySite {
+            entry: "kp_tcp_sendmsg",
+            exit: "kr_tcp_sendmsg",
+        },
         tier: Tier::CopySite,
         required: false,
         purpose: "TCP send: copy, pin or page references, with the byte count",
     },
     HookSpec {
-        program: "copy_do_tcp_sendpages",
+        program: "fx_sendpages",
         target: "do_tcp_sendpages",
-        kind: Kind::FExit,
+        kind: Kind::CopySite {
+            entry: "kp_sendpages",
+            exit: "kr_sendpages",
+        },
         tier: Tier::CopySite,
         required: false,
         purpose: "pages handed to TCP by reference (kernels before 6.5)",
@@ -222,6 +250,8 @@ pub struct HookStatus {
     pub name: &'static str,
     pub tier: Tier,
     pub attached: bool,
+    /// How it is attached: "raw_tracepoint", "tp_btf", "fexit" or "kprobe".
+    pub via: Option<&'static str>,
     /// The kernel's reason when it did not attach.
     pub reason: Option<String>,
     pub purpose: &'static str,
@@ -295,6 +325,7 @@ impl Probes {
                 name: spec.target,
                 tier: spec.tier,
                 attached: result.is_ok(),
+                via: result.as_ref().ok().copied(),
                 reason: result.err(),
                 purpose: spec.purpose,
             });
@@ -402,32 +433,79 @@ impl Probes {
     }
 }
 
-/// Loads and attaches one program; the error is the kernel's reason, in one
-/// line, with the full error chain.
-fn attach(ebpf: &mut Ebpf, spec: &HookSpec, btf: Option<&aya::Btf>) -> Result<(), String> {
-    let prog = ebpf
-        .program_mut(spec.program)
-        .ok_or_else(|| format!("program {} not in the object", spec.program))?;
-    let r: Result<(), aya::programs::ProgramError> = match spec.kind {
-        Kind::RawTracepoint => (|| {
-            let p: &mut RawTracePoint = prog.try_into()?;
-            p.load()?;
-            p.attach(spec.target).map(drop)
-        })(),
-        Kind::BtfTracepoint => (|| {
-            let btf = btf.ok_or(aya::programs::ProgramError::UnexpectedProgramType)?;
-            let p: &mut BtfTracePoint = prog.try_into()?;
-            p.load(spec.target, btf)?;
-            p.attach().map(drop)
-        })(),
-        Kind::FExit => (|| {
-            let btf = btf.ok_or(aya::programs::ProgramError::UnexpectedProgramType)?;
-            let p: &mut FExit = prog.try_into()?;
-            p.load(spec.target, btf)?;
-            p.attach().map(drop)
-        })(),
-    };
-    r.map_err(|e| error_chain(&e))
+/// Loads and attaches one hook; returns how, or the kernel's reason (in
+/// one line, with the full error chain).
+fn attach(
+    ebpf: &mut Ebpf,
+    spec: &HookSpec,
+    btf: Option<&aya::Btf>,
+) -> Result<&'static str, String> {
+    fn chain(e: aya::programs::ProgramError) -> String {
+        error_chain(&e)
+    }
+    fn program<'a>(
+        ebpf: &'a mut Ebpf,
+        name: &str,
+    ) -> Result<&'a mut aya::programs::Program, String> {
+        ebpf.program_mut(name)
+            .ok_or_else(|| format!("program {name} not in the object"))
+    }
+    let no_btf = || "the kernel's BTF could not be read".to_owned();
+    match spec.kind {
+        Kind::RawTracepoint => {
+            let p: &mut RawTracePoint = program(ebpf, spec.program)?.try_into().map_err(chain)?;
+            p.load().map_err(chain)?;
+            p.attach(spec.target).map_err(chain)?;
+            Ok("raw_tracepoint")
+        }
+        Kind::BtfTracepoint => {
+            let btf = btf.ok_or_else(no_btf)?;
+            let p: &mut BtfTracePoint = program(ebpf, spec.program)?.try_into().map_err(chain)?;
+            p.load(spec.target, btf).map_err(chain)?;
+            p.attach().map_err(chain)?;
+            Ok("tp_btf")
+        }
+        Kind::CopySite { entry, exit } => {
+            // ZCTRACE_COPY_SITE=kprobe skips fexit (to test the fallback).
+            let fexit_err = if std::env::var("ZCTRACE_COPY_SITE").as_deref() == Ok("kprobe") {
+                "skipped (ZCTRACE_COPY_SITE=kprobe)".to_owned()
+            } else {
+                let r = (|| -> Result<(), String> {
+                    let btf = btf.ok_or_else(no_btf)?;
+                    let p: &mut FExit = program(ebpf, spec.program)?.try_into().map_err(chain)?;
+                    p.load(spec.target, btf).map_err(chain)?;
+                    p.attach().map_err(chain)?;
+                    Ok(())
+                })();
+                match r {
+                    Ok(()) => return Ok("fexit"),
+                    Err(e) => e,
+                }
+            };
+            let pair = |ebpf: &mut Ebpf| -> Result<(), String> {
+                for name in [entry, exit] {
+                    let p: &mut KProbe = program(ebpf, name)?.try_into().map_err(chain)?;
+                    p.load().map_err(chain)?;
+                    p.attach(spec.target, 0).map_err(chain)?;
+                }
+                Ok(())
+            };
+            match pair(ebpf) {
+                Ok(()) => Ok("kprobe"),
+                Err(e) => {
+                    // Never leave half a pair behind: unload whichever loaded.
+                    for name in [entry, exit] {
+                        if let Ok(p) = program(ebpf, name)
+                            && let Ok(p) = <&mut KProbe>::try_from(p)
+                        {
+                            let _ = p.unload();
+                        }
+                    }
+                    Err(format!("fexit: {fexit_err}; kprobe: {e}"))
+                }
+            }
+        }
+    }
 }
 
 /// Formats an error and its sources on one line.
