@@ -462,23 +462,68 @@ fn workload_seconds(out: &str) -> Option<f64> {
     Some(ns / 1e9)
 }
 
+/// What bpftrace counts in the comparison: the same events zctrace does,
+/// for the same process (syscalls, bytes, switches, faults, receive copies).
+const BPFTRACE_SCRIPT: &str = "tracepoint:raw_syscalls:sys_enter /pid == cpid/ { @sys[tid] = count(); } \
+    tracepoint:raw_syscalls:sys_exit /pid == cpid && args->ret > 0/ { @bytes[tid] = sum(args->ret); } \
+    tracepoint:sched:sched_switch /pid == cpid/ { @cs[tid] = count(); } \
+    tracepoint:exceptions:page_fault_user /pid == cpid/ { @pf[tid] = count(); } \
+    tracepoint:skb:skb_copy_datagram_iovec /pid == cpid/ { @rx[tid] = sum(args->len); }";
+
+/// One way of running a workload: `prefix` then the workload's argv (as
+/// one string argument when `joined`, for bpftrace -c).
+struct Mode {
+    name: &'static str,
+    /// Slow tracers get fewer rounds (a benchmark, not a soak test).
+    max_rounds: usize,
+    prefix: Vec<String>,
+    joined: bool,
+}
+
+impl Mode {
+    fn new(name: &'static str, max_rounds: usize, prefix: &[&str], joined: bool) -> Self {
+        Mode {
+            name,
+            max_rounds,
+            prefix: prefix.iter().map(|p| (*p).to_owned()).collect(),
+            joined,
+        }
+    }
+
+    fn argv(&self, workload: &[String]) -> Vec<String> {
+        let mut v = self.prefix.clone();
+        if self.joined {
+            v.push(workload.join(" "));
+        } else {
+            v.extend(workload.iter().cloned());
+        }
+        v
+    }
+}
+
 fn bench(rounds: usize) -> Result<()> {
     setup()?;
+    ensure_bench_tools()?;
     run(&mut cargo(&["build", "--release", "--package", "zctrace"])?)?;
     let bin = workspace_root()
         .join("target/release/zctrace")
         .display()
         .to_string();
+    let w = |args: &[&str]| -> Vec<String> {
+        std::iter::once(bin.clone())
+            .chain(args.iter().map(|a| (*a).to_owned()))
+            .collect()
+    };
     let workloads = [
         Workload {
             name: "dd bs=4k",
-            what: "dd if=/dev/zero of=/dev/null bs=4k count=500000: 1,000,000 syscalls, the worst case",
+            what: "dd if=/dev/zero of=/dev/null bs=4k count=200000: 400,000 syscalls, the worst case",
             argv: [
-                "dd",
+                "/usr/bin/dd",
                 "if=/dev/zero",
                 "of=/dev/null",
                 "bs=4k",
-                "count=500000",
+                "count=200000",
             ]
             .map(String::from)
             .to_vec(),
@@ -487,53 +532,66 @@ fn bench(rounds: usize) -> Result<()> {
         Workload {
             name: "read+write 4 KiB",
             what: "64 MiB cached file to a loopback TCP socket in 4 KiB read()/write() pairs (zctrace workload)",
-            argv: vec![
-                bin.clone(),
-                "workload".into(),
-                "read-write".into(),
-                "--size".into(),
-                "64M".into(),
-                "--chunk".into(),
-                "4K".into(),
-            ],
+            argv: w(&["workload", "read-write", "--size", "64M", "--chunk", "4K"]),
             parse: workload_seconds,
         },
         Workload {
             name: "sendfile 64 KiB",
             what: "64 MiB cached file to a loopback TCP socket in 64 KiB sendfile() calls (zctrace workload)",
-            argv: vec![
-                bin.clone(),
-                "workload".into(),
-                "sendfile".into(),
-                "--size".into(),
-                "64M".into(),
-                "--chunk".into(),
-                "64K".into(),
-            ],
+            argv: w(&["workload", "sendfile", "--size", "64M", "--chunk", "64K"]),
+            parse: workload_seconds,
+        },
+        Workload {
+            name: "demo read+write",
+            what: "the demo's read+write method: 256 MiB in 64 KiB chunks (zctrace workload)",
+            argv: w(&["workload", "read-write", "--size", "256M", "--chunk", "64K"]),
             parse: workload_seconds,
         },
     ];
-    let modes: [(&str, Vec<String>); 2] = [
-        ("bare", vec![]),
-        (
+    let modes = [
+        Mode::new("bare", usize::MAX, &[], false),
+        Mode::new(
+            "floor (empty programs)",
+            usize::MAX,
+            &[&bin, "floor", "--"],
+            false,
+        ),
+        Mode::new(
             "zctrace run",
-            vec![
-                bin.clone(),
-                "run".into(),
-                "-o".into(),
-                "/dev/null".into(),
-                "--".into(),
-            ],
+            usize::MAX,
+            &[&bin, "run", "-o", "/dev/null", "--"],
+            false,
+        ),
+        Mode::new(
+            "bpftrace",
+            5,
+            &["bpftrace", "-q", "-e", BPFTRACE_SCRIPT, "-c"],
+            true,
+        ),
+        Mode::new(
+            "perf trace -s",
+            3,
+            &["perf", "trace", "-s", "-o", "/dev/null", "--"],
+            false,
+        ),
+        Mode::new(
+            "strace -c -f",
+            3,
+            &["strace", "-c", "-f", "-o", "/dev/null", "--"],
+            false,
         ),
     ];
     let mut table = String::new();
-    for w in &workloads {
+    for wl in &workloads {
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
-        // Interleaved (A B A B ...) so drift affects both modes alike.
-        for _ in 0..rounds {
-            for (i, (_, prefix)) in modes.iter().enumerate() {
-                let argv: Vec<&String> = prefix.iter().chain(w.argv.iter()).collect();
-                let out = Command::new(argv[0]).args(&argv[1..]).output()?;
+        // Interleaved (A B C ... A B C ...) so drift affects every mode alike.
+        for round in 0..rounds {
+            for (i, mode) in modes.iter().enumerate() {
+                if round >= mode.max_rounds {
+                    continue;
+                }
+                let argv = mode.argv(&wl.argv);
+                let out = Command::new(&argv[0]).args(&argv[1..]).output()?;
                 if !out.status.success() {
                     bail!("{argv:?} failed: {}", String::from_utf8_lossy(&out.stderr));
                 }
@@ -542,25 +600,27 @@ fn bench(rounds: usize) -> Result<()> {
                     String::from_utf8_lossy(&out.stdout),
                     String::from_utf8_lossy(&out.stderr)
                 );
-                let secs = (w.parse)(&text)
+                let secs = (wl.parse)(&text)
                     .ok_or_else(|| anyhow!("no timing in output of {argv:?}: {text}"))?;
                 samples[i].push(secs);
             }
         }
         let bare = median(&samples[0]);
-        for (i, (mode, _)) in modes.iter().enumerate() {
-            let s = &samples[i];
+        let floor = median(&samples[1]);
+        for (mode, s) in modes.iter().zip(&samples) {
             let (lo, hi) = s
                 .iter()
                 .fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
             let line = format!(
-                "| {} | {} | {:.1} | {:.1} - {:.1} | {:.2}x |\n",
-                w.name,
-                mode,
+                "| {} | {} | {} | {:.1} | {:.1} - {:.1} | {:.2}x | {:.2}x |\n",
+                wl.name,
+                mode.name,
+                s.len(),
                 median(s) * 1e3,
                 lo * 1e3,
                 hi * 1e3,
-                median(s) / bare
+                median(s) / bare,
+                median(s) / floor
             );
             eprint!("{line}");
             table.push_str(&line);
@@ -579,22 +639,58 @@ fn bench(rounds: usize) -> Result<()> {
     let mut doc = String::from("# Benchmarks\n\n");
     doc += "Generated by `cargo xtask bench`; do not edit by hand.\n\n";
     doc += &format!(
-        "Machine: {cpu}, {cores} cores; kernel {}; {rounds} interleaved rounds per mode.\n\n",
+        "Machine: {cpu}, {cores} cores; kernel {}; up to {rounds} interleaved rounds per mode.\n\n",
         uname.trim()
     );
     doc += "Each workload times itself (dd's own report, `zctrace workload`'s elapsed time), so\n";
+    doc += "process start-up, probe loading and tracer teardown are not counted. Modes:\n\n";
+    doc += "- bare: no tracing.\n";
+    doc += "- floor: `zctrace floor`, empty programs on the same tracepoints zctrace's tracepoint tier uses\n";
     doc +=
-        "process start-up and probe loading are not counted. \"zctrace run\" traces the workload\n";
-    doc += "from its first instruction with every hook zctrace uses.\n\n";
-    doc += "| workload | mode | median ms | min - max ms | vs bare |\n|---|---|---|---|---|\n";
+        "  (what merely enabling those hooks costs; no tracer that hooks them can be cheaper).\n";
+    doc += "- zctrace run: the workload traced from its first instruction with every hook that attaches here.\n";
+    doc += "- bpftrace: counting the equivalent events for the same process (syscalls, bytes, context\n";
+    doc += "  switches, user page faults, receive copies), filtered on its pid in the kernel.\n";
+    doc += "- perf trace -s and strace -c -f: per-syscall summaries, for contrast.\n\n";
+    doc += "| workload | mode | runs | median ms | min - max ms | vs bare | vs floor |\n|---|---|---|---|---|---|---|\n";
     doc += &table;
     doc += "\nWorkloads:\n\n";
-    for w in &workloads {
-        doc += &format!("- {}: {}\n", w.name, w.what);
+    for wl in &workloads {
+        doc += &format!("- {}: {}\n", wl.name, wl.what);
     }
     let path = workspace_root().join("BENCHMARKS.md");
     std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("xtask: wrote {}", path.display());
+    Ok(())
+}
+
+/// The tracers the benchmark compares against, and tracefs for them.
+fn ensure_bench_tools() -> Result<()> {
+    let missing: Vec<&str> = [
+        ("bpftrace", "bpftrace"),
+        ("strace", "strace"),
+        ("perf", "linux-perf"),
+    ]
+    .into_iter()
+    .filter(|(bin, _)| {
+        Command::new("which")
+            .arg(bin)
+            .output()
+            .map_or(true, |o| !o.status.success())
+    })
+    .map(|(_, pkg)| pkg)
+    .collect();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing {} for the comparison", missing.join(" "));
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    if !Path::new("/sys/kernel/tracing/events").exists() {
+        // perf trace and bpftrace's tracepoints need tracefs.
+        run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;
+    }
     Ok(())
 }
 

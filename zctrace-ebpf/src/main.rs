@@ -154,6 +154,20 @@ copy_site!(
 );
 copy_site!(8, Site::SendPages, fx_sendpages, kp_sendpages, kr_sendpages);
 
+// The overhead floor (`zctrace floor`, `cargo xtask bench`): programs that
+// do nothing, attached to the same tracepoints as the tracepoint tier, so
+// the benchmark can tell the cost of enabling hooks from zctrace's work.
+
+#[raw_tracepoint]
+pub fn floor_raw(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "tcp_sendmsg_locked")]
+pub fn floor_tcp_sendmsg_locked(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

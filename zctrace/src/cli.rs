@@ -42,6 +42,13 @@ pub enum Command {
         #[arg(long, default_value = "/tmp")]
         dir: PathBuf,
     },
+    /// Run a command with empty programs on zctrace's tracepoints: the
+    /// overhead floor of `cargo xtask bench`. Exits with its status.
+    #[command(hide = true)]
+    Floor {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
     /// The reader process of `demo --pitfalls`.
     #[command(hide = true)]
     PitfallReader {

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         Command::Workload(args) => workload(&args).map(|()| 0),
         Command::PitfallReader { path, lease } => demo::pitfalls::reader(&path, lease).map(|()| 0),
         Command::Selftest { dir } => selftest(&dir),
+        Command::Floor { command } => floor(&command),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -305,4 +306,19 @@ fn selftest(dir: &std::path::Path) -> Result<u8> {
     let (report, pass) = demo::selftest::run(dir)?;
     emit(&report)?;
     Ok(if pass { 0 } else { 1 })
+}
+
+/// Runs a command under the overhead floor (empty programs on every
+/// tracepoint-tier hook); passes its exit status through.
+fn floor(argv: &[std::ffi::OsString]) -> Result<u8> {
+    preflight::check()?;
+    let (probes, attached) = Probes::load_floor()?;
+    eprintln!("zctrace floor: {attached} empty programs attached");
+    let (prog, args) = argv.split_first().context("no command")?;
+    let status = std::process::Command::new(prog)
+        .args(args)
+        .status()
+        .context("starting the command")?;
+    drop(probes);
+    Ok(trace::exit_code(status))
 }

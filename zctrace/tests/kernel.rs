@@ -554,16 +554,36 @@ fn attach_follows_children_of_a_running_process() {
     }
     let s = Scratch::new();
     let big = s.path("big.bin");
-    // Take the lock first: the target's cat must start after zctrace attached.
+    let go = s.path("go");
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The target forks cat only once zctrace has attached (no timing guess).
     let mut target = Command::new("sh")
-        .args(["-c", &format!("sleep 1; cat {big} >/dev/null")])
+        .args([
+            "-c",
+            &format!("while [ ! -e {go} ]; do sleep 0.05; done; cat {big} >/dev/null"),
+        ])
         .spawn()
         .expect("spawn target");
     let pid = target.id().to_string();
     let report = s.path("attach.jsonl");
-    let out = zctrace(&["attach", &pid, "--json", "-o", &report, "--duration", "20s"]);
+    let zc = Command::new(env!("CARGO_BIN_EXE_zctrace"))
+        .args(["attach", &pid, "--json", "-o", &report, "--duration", "30s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("zctrace attach");
+    // The report file appears once the probes are in and the PID is traced.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::path::Path::new(&report).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "zctrace attach did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::write(&go, b"").expect("go");
     assert!(target.wait().expect("wait").success());
+    let out = zc.wait_with_output().expect("zctrace");
     assert!(
         out.status.success(),
         "{}",
@@ -585,6 +605,8 @@ fn attach_refuses_bad_targets_with_one_line_and_status_5() {
     if !root() {
         return;
     }
+    // `run` loads the probes before it finds the command missing.
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for (pid, words) in [("2", "kernel thread"), ("4194303", "no process")] {
         let out = zctrace(&["attach", pid]);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -787,19 +809,24 @@ fn attach_dashboard_shows_the_forked_child_and_quits_cleanly() {
     }
     let s = Scratch::new();
     let big = s.path("big.bin");
-    // Take the lock first: the target's cat must start after zctrace attached.
+    let go = s.path("go");
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The target forks cat only once the dashboard shows it is attached.
     let mut target = Command::new("sh")
-        .args(["-c", &format!("sleep 2; cat {big} >/dev/null; sleep 1")])
+        .args([
+            "-c",
+            &format!("while [ ! -e {go} ]; do sleep 0.05; done; cat {big} >/dev/null; sleep 1"),
+        ])
         .spawn()
         .expect("spawn target");
     let bin = env!("CARGO_BIN_EXE_zctrace");
     let t = Tmux::start(80, 24, &format!("{bin} attach {}", target.id()));
-    let screen = t.wait_for("cat's read-write row", |s| {
+    t.wait_for("the dashboard", |s| s.contains("attached to"));
+    std::fs::write(&go, b"").expect("go");
+    t.wait_for("cat's read-write row", |s| {
         s.lines()
             .any(|l| l.contains("cat") && l.contains("read-write") && l.contains("32.0M"))
     });
-    assert!(screen.contains("attached to"), "{screen}");
     t.wait_for("the targets to exit", |s| {
         s.contains("every traced process has exited")
     });

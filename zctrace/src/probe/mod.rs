@@ -333,6 +333,42 @@ impl Probes {
         Ok(Self { ebpf, hooks })
     }
 
+    /// The overhead floor: empty programs on the tracepoint tier's hooks
+    /// (nothing is counted). Returns the probes (detached on drop) and how
+    /// many hooks attached.
+    pub fn load_floor() -> Result<(Self, usize), ProbeError> {
+        let aya_btf = aya::Btf::from_sys_fs().ok();
+        let mut ebpf = EbpfLoader::new().btf(aya_btf.as_ref()).load(EBPF_OBJECT)?;
+        let mut attached = 0;
+        let raw: Vec<&str> = HOOKS
+            .iter()
+            .filter(|h| h.kind == Kind::RawTracepoint)
+            .map(|h| h.target)
+            .collect();
+        if let Some(p) = ebpf.program_mut("floor_raw") {
+            let p: &mut RawTracePoint = p.try_into().map_err(aya::EbpfError::from)?;
+            p.load().map_err(aya::EbpfError::from)?;
+            for t in raw {
+                attached += usize::from(p.attach(t).is_ok());
+            }
+        }
+        if let (Some(btf), Some(p)) = (
+            aya_btf.as_ref(),
+            ebpf.program_mut("floor_tcp_sendmsg_locked"),
+        ) && let Ok(p) = <&mut BtfTracePoint>::try_from(p)
+            && p.load("tcp_sendmsg_locked", btf).is_ok()
+        {
+            attached += usize::from(p.attach().is_ok());
+        }
+        Ok((
+            Self {
+                ebpf,
+                hooks: Vec::new(),
+            },
+            attached,
+        ))
+    }
+
     pub fn hooks(&self) -> &[HookStatus] {
         &self.hooks
     }
