@@ -197,6 +197,17 @@ impl Call {
         )
     }
 
+    /// Whether an x86_64 syscall can change what an fd number refers to
+    /// (or its flags): close, dup2, dup3, close_range, fcntl, execve(at).
+    pub const fn x86_64_changes_fds(nr: u64) -> bool {
+        matches!(nr, 3 | 33 | 292 | 436 | 72 | 59 | 322)
+    }
+
+    /// The same for aarch64: close, dup3, close_range, fcntl, execve(at).
+    pub const fn aarch64_changes_fds(nr: u64) -> bool {
+        matches!(nr, 57 | 24 | 436 | 25 | 221 | 281)
+    }
+
     /// Maps an x86_64 syscall number to the family zctrace tracks.
     pub const fn from_x86_64_nr(nr: u64) -> Call {
         match nr {
@@ -354,7 +365,10 @@ pub const fn classify(info: &CallInfo, current: Method) -> (Method, Method) {
             FdKind::File if info.direct => (Method::DirectIo, Method::DirectIo),
             FdKind::File => (Method::ReadWrite, Method::ReadWrite),
             FdKind::Socket => (Method::SocketRecv, current),
-            _ => (Method::Other, current),
+            // Data from a pipe or a device: what is written next is that
+            // data, not the file read before (dd from /dev/zero).
+            FdKind::Pipe | FdKind::CharDev | FdKind::Other => (Method::Other, Method::Other),
+            FdKind::Unknown => (Method::Other, current),
         },
         Call::Write | Call::Pwrite | Call::Writev => classify_write(info, current),
         Call::Sendto | Call::Sendmsg => {
@@ -408,7 +422,8 @@ const fn classify_write(info: &CallInfo, current: Method) -> (Method, Method) {
 /// syscall's result and fd kinds; "observed" ones come from a probe at or
 /// next to the place the kernel moves the bytes. They are never summed.
 pub mod counter {
-    /// Syscalls entered.
+    /// Syscalls made (counted when they return; calls that never return,
+    /// like exit_group, when the thread exits).
     pub const SYSCALLS: usize = 0;
     /// Bytes reported by successful I/O syscalls (their return values).
     pub const IO_BYTES: usize = 1;
@@ -448,21 +463,19 @@ pub mod counter {
     pub const XMIT_LOOPBACK_BYTES: usize = 17;
     /// Bytes transmitted on a real device (NIC DMA).
     pub const XMIT_DEVICE_BYTES: usize = 18;
-    /// Nanoseconds spent inside syscalls.
-    pub const SYSCALL_NS: usize = 19;
     /// CPU copy kernel to kernel observed at a copy site (copy-site tier, or
     /// a kernel-backed iterator without `MSG_SPLICE_PAGES` at the socket).
-    pub const K2K_OBSERVED: usize = 20;
-    /// Copy-site tier (fexit on the functions that do the copying, with
-    /// the iterator's type): user to kernel.
-    pub const COPY_SITE_U2K: usize = 21;
+    pub const K2K_OBSERVED: usize = 19;
+    /// Copy-site tier (fexit/kprobe on the functions that do the copying,
+    /// with the iterator's type): user to kernel.
+    pub const COPY_SITE_U2K: usize = 20;
     /// Copy-site tier: kernel to user.
-    pub const COPY_SITE_K2U: usize = 22;
+    pub const COPY_SITE_K2U: usize = 21;
     /// Copy-site tier: kernel to kernel.
-    pub const COPY_SITE_K2K: usize = 23;
+    pub const COPY_SITE_K2K: usize = 22;
     /// Copy-site tier: pages handed to a socket by reference (or pinned).
-    pub const COPY_SITE_REFS: usize = 24;
-    pub const COUNT: usize = 25;
+    pub const COPY_SITE_REFS: usize = 23;
+    pub const COUNT: usize = 24;
 }
 
 /// Which derived counter a successful I/O syscall's return value goes to.
@@ -595,6 +608,13 @@ pub struct ThreadState {
     pub map_len: u64,
     /// Length asked for by an `mmap()` in flight (kept until it returns).
     pub mmap_len: u64,
+    /// The kinds and flags of the thread's two most recent fds, valid while
+    /// the process's fd epoch (bumped by close, dup2, dup3, close_range,
+    /// fcntl, execve) is unchanged: a hit saves eight kernel reads.
+    pub fd_cache_fd: [u32; 2],
+    pub fd_cache_epoch: [u32; 2],
+    pub fd_cache_kind: [u32; 2],
+    pub fd_cache_flags: [u32; 2],
     /// [`Call`] in flight, `Call::None` in user mode.
     pub call: u32,
     /// [`Method`] of the call in flight.
@@ -616,6 +636,10 @@ impl ThreadState {
         map_start: 0,
         map_len: 0,
         mmap_len: 0,
+        fd_cache_fd: [u32::MAX; 2],
+        fd_cache_epoch: [0; 2],
+        fd_cache_kind: [0; 2],
+        fd_cache_flags: [0; 2],
         call: Call::None as u32,
         method: Method::Other as u32,
         current: Method::Other as u32,
@@ -782,7 +806,7 @@ mod user {
     unsafe impl aya::Pod for CounterKey {}
     // SAFETY: as above: an array of u64.
     unsafe impl aya::Pod for Counters {}
-    // SAFETY: as above: four u64s then eight u32s, 64 bytes, no gaps.
+    // SAFETY: as above: four u64s then sixteen u32s, 96 bytes, no gaps.
     unsafe impl aya::Pod for ThreadState {}
     // SAFETY: as above: three 64-bit fields, six u32s, 16 bytes: 64, no gaps.
     unsafe impl aya::Pod for Event {}

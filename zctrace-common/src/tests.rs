@@ -224,7 +224,7 @@ fn shared_types_have_no_padding() {
     use core::mem::size_of;
     assert_eq!(size_of::<CounterKey>(), 16);
     assert_eq!(size_of::<Counters>(), 8 * counter::COUNT);
-    assert_eq!(size_of::<ThreadState>(), 64);
+    assert_eq!(size_of::<ThreadState>(), 96);
     assert_eq!(size_of::<Event>(), 64);
     assert_eq!(size_of::<KernelLayout>(), 4 * 19);
 }
@@ -245,4 +245,24 @@ fn events_parse_from_bytes_and_reject_short_input() {
     assert_eq!(e.tgid, u32::from_le_bytes([b[24], b[25], b[26], b[27]]));
     assert_eq!(e.comm_str(), "cat");
     assert!(Event::from_bytes(&b[..63]).is_none());
+}
+
+#[test]
+fn a_read_from_a_device_ends_read_write() {
+    // dd after the loader read a file: /dev/zero -> /dev/null is not read+write.
+    let seq = [
+        info(Call::Read, FdKind::File, FdKind::Unknown),
+        info(Call::Read, FdKind::CharDev, FdKind::Unknown),
+        info(Call::Write, FdKind::Unknown, FdKind::CharDev),
+        info(Call::Write, FdKind::Unknown, FdKind::Socket),
+    ];
+    assert_eq!(
+        run(&seq),
+        [
+            Method::ReadWrite,
+            Method::Other,
+            Method::Other,
+            Method::SocketSend
+        ]
+    );
 }

@@ -97,10 +97,13 @@ pub fn syscall_args(regs: u64) -> Option<[u64; 6]> {
     }
     #[cfg(bpf_target_arch = "x86_64")]
     {
-        use aya_ebpf::bindings::pt_regs;
+        // pt_regs keeps r10, r9, r8, ax, cx, dx, si, di next to each other
+        // (offsets 56..120): one 64-byte read instead of the 168-byte struct.
+        const R10: u64 = 56;
         // SAFETY: probe read of the task's saved registers; fails cleanly.
-        let r: pt_regs = unsafe { bpf_probe_read_kernel(regs as *const pt_regs).ok()? };
-        Some([r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9])
+        let r: [u64; 8] = unsafe { bpf_probe_read_kernel((regs + R10) as *const [u64; 8]).ok()? };
+        // [r10, r9, r8, ax, cx, dx, si, di] -> di, si, dx, r10, r8, r9
+        Some([r[7], r[6], r[5], r[0], r[2], r[1]])
     }
     #[cfg(bpf_target_arch = "aarch64")]
     {
@@ -110,6 +113,19 @@ pub fn syscall_args(regs: u64) -> Option<[u64; 6]> {
         Some([
             r.regs[0], r.regs[1], r.regs[2], r.regs[3], r.regs[4], r.regs[5],
         ])
+    }
+}
+
+/// Whether a syscall number can change what an fd refers to.
+#[inline(always)]
+pub const fn changes_fds(nr: u64) -> bool {
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        Call::aarch64_changes_fds(nr)
+    }
+    #[cfg(not(bpf_target_arch = "aarch64"))]
+    {
+        Call::x86_64_changes_fds(nr)
     }
 }
 

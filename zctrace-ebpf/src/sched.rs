@@ -73,6 +73,20 @@ pub fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
 pub fn try_exit(_ctx: &RawTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // A call that never returns (exit, exit_group) is counted here.
+    if let Some(st) = THREADS.get_ptr(tid) {
+        // SAFETY: this thread's own map value, read before it is removed.
+        let st = unsafe { &*st };
+        if st.call != zctrace_common::Call::None as u32 {
+            let key = zctrace_common::CounterKey {
+                tgid,
+                tid,
+                method: st.method,
+                call: st.call,
+            };
+            bump(&key, counter::SYSCALLS, 1);
+        }
+    }
     let _ = THREADS.remove(tid);
     if tid != tgid || TRACED.get_ptr(tgid).is_none() {
         return Ok(());

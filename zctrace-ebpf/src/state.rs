@@ -63,20 +63,42 @@ pub fn settings() -> Settings {
 pub struct Task {
     pub tgid: u32,
     pub tid: u32,
+    /// The process's entry in TRACED (its fd epoch), None in trace-all mode.
+    pub epoch: Option<*mut u32>,
 }
 
 #[inline(always)]
 pub fn current_traced() -> Option<Task> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let task = Task {
+    let mut task = Task {
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
+        epoch: None,
     };
     if settings().trace_all != 0 {
         // The idle task is not a process anyone traces.
         return (task.tgid != 0).then_some(task);
     }
-    TRACED.get_ptr(task.tgid).map(|_| task)
+    task.epoch = Some(TRACED.get_ptr_mut(task.tgid)?);
+    Some(task)
+}
+
+/// Bumps the process's fd epoch: cached fd kinds are stale from now on.
+#[inline(always)]
+pub fn bump_epoch(task: &Task) {
+    if let Some(p) = task.epoch {
+        // SAFETY: a live TRACED value (u32); atomic because the process's
+        // other threads read and bump it concurrently.
+        unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, 1) };
+    }
+}
+
+/// The process's current fd epoch (0 where there is none: never cached).
+#[inline(always)]
+pub fn epoch(task: &Task) -> u32 {
+    // SAFETY: a live TRACED value; a u32 read cannot tear.
+    task.epoch
+        .map_or(0, |p| unsafe { core::ptr::read_volatile(p) })
 }
 
 /// The thread's state, created on first sight.

@@ -1,26 +1,33 @@
 //! `sys_enter` / `sys_exit`: the in-flight syscall per thread, its method,
 //! syscall counts and the copies derived from each call's result.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::RawTracePointContext};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    programs::RawTracePointContext,
+};
 use zctrace_common::{
     Call, CallInfo, CounterKey, Event, FdKind, MSG_ERRQUEUE, MSG_ZEROCOPY, Method, SendClass,
     ThreadState, classify, counter, derived_counter, event_kind,
 };
 
 use crate::{
-    kernel::{call_of, current_comm, fd_info, layout, read_user, syscall_args},
-    state::{add, current_traced, emit, events_enabled, row, thread_state},
+    kernel::{call_of, changes_fds, current_comm, fd_info, layout, read_user, syscall_args},
+    state::{add, bump_epoch, current_traced, emit, epoch, events_enabled, row, thread_state},
 };
 
 pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), ()> {
     let task = current_traced().ok_or(())?;
-    let call = call_of(ctx.arg::<u64>(1));
+    let nr = ctx.arg::<u64>(1);
+    if changes_fds(nr) {
+        bump_epoch(&task);
+    }
+    let call = call_of(nr);
     let st = thread_state(task.tid).ok_or(())?;
     // SAFETY: `st` points at this thread's map value; only this thread's
     // own programs write it, and they do not run concurrently.
     let st = unsafe { &mut *st };
     let (info, args) = if call.is_io() {
-        describe(call, ctx.arg::<u64>(0), st)
+        describe(call, ctx.arg::<u64>(0), st, epoch(&task))
     } else {
         (CallInfo::new(call), [0; 6])
     };
@@ -36,7 +43,9 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), ()> {
         }
         _ => {}
     }
-    st.enter_ns = if call.is_io() {
+    // The clock only for the event log's durations (two helper calls a
+    // syscall otherwise spent on a number nobody looks at).
+    st.enter_ns = if call.is_io() && events_enabled() {
         bpf_ktime_get_ns_safe()
     } else {
         0
@@ -48,14 +57,7 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), ()> {
     st.out_kind = info.out_kind as u32;
     st.flags = ThreadState::pack_flags(&info);
     st.send_class = SendClass::Unknown as u32;
-    let key = CounterKey {
-        tgid: task.tgid,
-        tid: task.tid,
-        method: method as u32,
-        call: call as u32,
-    };
-    let r = row(&key).ok_or(())?;
-    add(r, counter::SYSCALLS, 1);
+    // Counted at exit, with the result: one counter-row lookup a syscall.
     Ok(())
 }
 
@@ -67,12 +69,26 @@ fn overlaps(st: &ThreadState, addr: u64, len: u64) -> bool {
 }
 
 pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
-    let task = current_traced().ok_or(())?;
-    let st = crate::state::THREADS.get_ptr_mut(task.tid).ok_or(())?;
+    // Thread state exists only for threads of traced processes: one lookup
+    // both filters and finds it.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let st = crate::state::THREADS.get_ptr_mut(tid).ok_or(())?;
     // SAFETY: as in `try_enter`.
     let st = unsafe { &mut *st };
+    if st.call == Call::None as u32 {
+        return Ok(());
+    }
     let info = st.info();
     st.call = Call::None as u32;
+    let key = CounterKey {
+        tgid: (pid_tgid >> 32) as u32,
+        tid,
+        method: st.method,
+        call: info.call as u32,
+    };
+    let r = row(&key).ok_or(())?;
+    add(r, counter::SYSCALLS, 1);
     if !info.call.is_io() {
         return Ok(());
     }
@@ -82,16 +98,6 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
         st.map_start = ret as u64;
         st.map_len = st.mmap_len;
     }
-    let now = bpf_ktime_get_ns_safe();
-    let dur = now.saturating_sub(st.enter_ns);
-    let key = CounterKey {
-        tgid: task.tgid,
-        tid: task.tid,
-        method: st.method,
-        call: info.call as u32,
-    };
-    let r = row(&key).ok_or(())?;
-    add(r, counter::SYSCALL_NS, dur);
     if ret > 0 && info.call.returns_bytes() {
         let bytes = ret as u64;
         add(r, counter::IO_BYTES, bytes);
@@ -102,13 +108,14 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
             add(r, c, bytes);
         }
     }
-    if events_enabled() {
+    if st.enter_ns != 0 && events_enabled() {
+        let now = bpf_ktime_get_ns_safe();
         emit(&Event {
             ts_ns: now,
-            dur_ns: dur,
+            dur_ns: now.saturating_sub(st.enter_ns),
             ret,
-            tgid: task.tgid,
-            tid: task.tid,
+            tgid: key.tgid,
+            tid,
             kind: event_kind::SYSCALL,
             method: st.method,
             call: info.call as u32,
@@ -123,6 +130,34 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
+/// `fd_info` through the thread's two-entry cache (see ThreadState).
+#[inline(always)]
+fn cached_fd_info(st: &mut ThreadState, fd: u64, epoch: u32) -> (FdKind, u32) {
+    let fd32 = fd as u32;
+    for i in 0..2 {
+        if epoch != 0 && st.fd_cache_fd[i] == fd32 && st.fd_cache_epoch[i] == epoch {
+            return (FdKind::from_u32(st.fd_cache_kind[i]), st.fd_cache_flags[i]);
+        }
+    }
+    let (kind, flags) = fd_info(fd);
+    if epoch != 0 && !matches!(kind, FdKind::Unknown) {
+        // Replace a stale slot if there is one, else the older (slot 1 is
+        // refilled from slot 0, so slot 0 always holds the newest).
+        let i = usize::from(st.fd_cache_epoch[0] == epoch && st.fd_cache_epoch[1] != epoch);
+        if i == 0 && st.fd_cache_epoch[0] == epoch {
+            st.fd_cache_fd[1] = st.fd_cache_fd[0];
+            st.fd_cache_epoch[1] = st.fd_cache_epoch[0];
+            st.fd_cache_kind[1] = st.fd_cache_kind[0];
+            st.fd_cache_flags[1] = st.fd_cache_flags[0];
+        }
+        st.fd_cache_fd[i] = fd32;
+        st.fd_cache_epoch[i] = epoch;
+        st.fd_cache_kind[i] = kind as u32;
+        st.fd_cache_flags[i] = flags;
+    }
+    (kind, flags)
+}
+
 #[inline(always)]
 fn bpf_ktime_get_ns_safe() -> u64 {
     // SAFETY: the helper takes no arguments.
@@ -132,7 +167,7 @@ fn bpf_ktime_get_ns_safe() -> u64 {
 /// Reads the arguments that matter for `call`: its fds' kinds and flags,
 /// and whether written data comes from the thread's file mapping.
 #[inline(always)]
-fn describe(call: Call, regs: u64, st: &ThreadState) -> (CallInfo, [u64; 6]) {
+fn describe(call: Call, regs: u64, st: &mut ThreadState, epoch: u32) -> (CallInfo, [u64; 6]) {
     let mut info = CallInfo::new(call);
     let Some(a) = syscall_args(regs) else {
         return (info, [0; 6]);
@@ -153,12 +188,12 @@ fn describe(call: Call, regs: u64, st: &ThreadState) -> (CallInfo, [u64; 6]) {
         _ => (None, None, 0),
     };
     if let Some(fd) = fd_in {
-        let (kind, flags) = fd_info(fd);
+        let (kind, flags) = cached_fd_info(st, fd, epoch);
         info.in_kind = kind;
         info.direct |= matches!(kind, FdKind::File) && flags & o_direct != 0;
     }
     if let Some(fd) = fd_out {
-        let (kind, flags) = fd_info(fd);
+        let (kind, flags) = cached_fd_info(st, fd, epoch);
         info.out_kind = kind;
         info.direct |= matches!(kind, FdKind::File) && flags & o_direct != 0;
     }

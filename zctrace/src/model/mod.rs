@@ -200,7 +200,6 @@ pub struct Measured {
     pub loopback_bytes: u64,
     /// Bytes returned by the I/O syscalls.
     pub io_bytes: u64,
-    pub syscall_ns: u64,
 }
 
 impl Measured {
@@ -263,7 +262,6 @@ impl Measured {
             },
             loopback_bytes: v[counter::XMIT_LOOPBACK_BYTES],
             io_bytes: v[counter::IO_BYTES],
-            syscall_ns: v[counter::SYSCALL_NS],
         }
     }
 
