@@ -27,7 +27,6 @@ use ratatui::{
         execute,
     },
 };
-use zctrace_common::Event;
 
 use crate::{
     app::{App, AppEvent},
@@ -90,26 +89,14 @@ pub fn run_demo(
     );
     app.refresh = SAMPLE_EVERY;
     let want_events = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (tx, stop, want) = (tx.clone(), Arc::clone(&stop), Arc::clone(&want_events));
-        thread::Builder::new()
-            .name("zctrace-sampler".into())
-            .spawn(move || sample_loop(probes, &tx, &stop, &want))?
-    };
+    let sampler = spawn_sampler(probes, &tx, &stop, &want_events, None, false)?;
     let runner = {
         let (tx, stop, opts) = (tx.clone(), Arc::clone(&stop), opts.clone());
         thread::Builder::new()
             .name("zctrace-demo".into())
             .spawn(move || demo_loop(&opts, &tx, &stop, repeat))?
     };
-    // The key reader blocks in read(); it ends when the channel closes
-    // (at the next key) or with the process.
-    {
-        let tx = tx.clone();
-        thread::Builder::new()
-            .name("zctrace-input".into())
-            .spawn(move || input_loop(&tx))?;
-    }
+    spawn_input(&tx)?;
     drop(tx);
     let result = ui_loop(&mut app, &rx, &stop, &want_events, |_| {});
     // Stop the producers; the demo thread removes its work directory and the
@@ -134,18 +121,8 @@ pub fn run_trace(
     let (tx, rx) = mpsc::sync_channel::<AppEvent>(256);
     app.refresh = SAMPLE_EVERY;
     let want_events = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (tx, stop, want) = (tx.clone(), Arc::clone(&stop), Arc::clone(&want_events));
-        thread::Builder::new()
-            .name("zctrace-sampler".into())
-            .spawn(move || trace_sample_loop(probes, &tx, &stop, &want, hide))?
-    };
-    {
-        let tx = tx.clone();
-        thread::Builder::new()
-            .name("zctrace-input".into())
-            .spawn(move || input_loop(&tx))?;
-    }
+    let sampler = spawn_sampler(probes, &tx, &stop, &want_events, hide, true)?;
+    spawn_input(&tx)?;
     drop(tx);
     let mut reported = false;
     let result = ui_loop(&mut app, &rx, &stop, &want_events, |app| {
@@ -201,12 +178,41 @@ fn ui_loop(
     }
 }
 
-fn trace_sample_loop(
+/// Starts the probe sampler: it owns the probes (dropping them, which
+/// detaches everything, when it ends) and sends a sample every period; in
+/// attach/run mode (`rows`) also the rows per process and method, with
+/// `hide` (zctrace's own pid) left out.
+fn spawn_sampler(
+    probes: Probes,
+    tx: &SyncSender<AppEvent>,
+    stop: &Arc<AtomicBool>,
+    want: &Arc<AtomicBool>,
+    hide: Option<u32>,
+    rows: bool,
+) -> io::Result<thread::JoinHandle<()>> {
+    let (tx, stop, want) = (tx.clone(), Arc::clone(stop), Arc::clone(want));
+    thread::Builder::new()
+        .name("zctrace-sampler".into())
+        .spawn(move || sample_loop(probes, &tx, &stop, &want, hide, rows))
+}
+
+/// The key reader blocks in read(); it ends when the channel closes (at the
+/// next key) or with the process.
+fn spawn_input(tx: &SyncSender<AppEvent>) -> io::Result<()> {
+    let tx = tx.clone();
+    thread::Builder::new()
+        .name("zctrace-input".into())
+        .spawn(move || input_loop(&tx))
+        .map(drop)
+}
+
+fn sample_loop(
     mut probes: Probes,
     tx: &SyncSender<AppEvent>,
     stop: &AtomicBool,
     want: &AtomicBool,
     hide: Option<u32>,
+    with_rows: bool,
 ) {
     let mut ring = probes.take_events().ok();
     let mut names = crate::trace::Names::default();
@@ -223,7 +229,7 @@ fn trace_sample_loop(
             .unwrap_or_default();
         if let (Ok(mut snapshot), Ok(stats)) = (probes.snapshot(), probes.stats()) {
             snapshot.rows.retain(|k, _| Some(k.tgid) != hide);
-            let rows = crate::trace::rows(&snapshot, hooks, &mut names);
+            let rows = with_rows.then(|| crate::trace::rows(&snapshot, hooks, &mut names));
             if tx
                 .send(AppEvent::Sample {
                     snapshot,
@@ -231,49 +237,10 @@ fn trace_sample_loop(
                     events,
                 })
                 .is_err()
-                || tx.send(AppEvent::Rows(rows)).is_err()
+                || rows.is_some_and(|r| tx.send(AppEvent::Rows(r)).is_err())
             {
                 break;
             }
-        }
-        // The sampling period; the stop flag is checked every round.
-        thread::sleep(SAMPLE_EVERY);
-    }
-}
-
-fn sample_loop(
-    mut probes: Probes,
-    tx: &SyncSender<AppEvent>,
-    stop: &AtomicBool,
-    want: &AtomicBool,
-) {
-    let mut ring = probes.take_events().ok();
-    let mut events_on = false;
-    while !stop.load(Ordering::Relaxed) {
-        let wanted = want.load(Ordering::Relaxed);
-        if wanted != events_on && probes.set_events(wanted).is_ok() {
-            events_on = wanted;
-        }
-        let mut events = Vec::new();
-        if let Some(r) = ring.as_mut() {
-            while let Some(item) = r.next() {
-                if let Some(e) = Event::from_bytes(&item)
-                    && events.len() < EVENTS_PER_SAMPLE
-                {
-                    events.push(e);
-                }
-            }
-        }
-        if let (Ok(snapshot), Ok(stats)) = (probes.snapshot(), probes.stats())
-            && tx
-                .send(AppEvent::Sample {
-                    snapshot,
-                    stats,
-                    events,
-                })
-                .is_err()
-        {
-            break;
         }
         // The sampling period, not a way to coordinate shutdown: the stop
         // flag is checked every round.

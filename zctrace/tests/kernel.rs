@@ -547,23 +547,28 @@ fn run_python_socket_sendfile_is_classified_as_sendfile() {
     );
 }
 
+/// A shell that forks `cat big.bin` only once the test creates the file
+/// "go" (after zctrace has attached: no timing guess), then runs `tail`.
+fn gated_cat(s: &Scratch, tail: &str) -> std::process::Child {
+    let (go, big) = (s.path("go"), s.path("big.bin"));
+    Command::new("sh")
+        .args([
+            "-c",
+            &format!("while [ ! -e {go} ]; do sleep 0.05; done; cat {big} >/dev/null{tail}"),
+        ])
+        .spawn()
+        .expect("spawn target")
+}
+
 #[test]
 fn attach_follows_children_of_a_running_process() {
     if !root() {
         return;
     }
     let s = Scratch::new();
-    let big = s.path("big.bin");
     let go = s.path("go");
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // The target forks cat only once zctrace has attached (no timing guess).
-    let mut target = Command::new("sh")
-        .args([
-            "-c",
-            &format!("while [ ! -e {go} ]; do sleep 0.05; done; cat {big} >/dev/null"),
-        ])
-        .spawn()
-        .expect("spawn target");
+    let mut target = gated_cat(&s, "");
     let pid = target.id().to_string();
     let report = s.path("attach.jsonl");
     let zc = Command::new(env!("CARGO_BIN_EXE_zctrace"))
@@ -808,17 +813,9 @@ fn attach_dashboard_shows_the_forked_child_and_quits_cleanly() {
         return;
     }
     let s = Scratch::new();
-    let big = s.path("big.bin");
     let go = s.path("go");
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // The target forks cat only once the dashboard shows it is attached.
-    let mut target = Command::new("sh")
-        .args([
-            "-c",
-            &format!("while [ ! -e {go} ]; do sleep 0.05; done; cat {big} >/dev/null; sleep 1"),
-        ])
-        .spawn()
-        .expect("spawn target");
+    let mut target = gated_cat(&s, "; sleep 1");
     let bin = env!("CARGO_BIN_EXE_zctrace");
     let t = Tmux::start(80, 24, &format!("{bin} attach {}", target.id()));
     t.wait_for("the dashboard", |s| s.contains("attached to"));
