@@ -1,7 +1,10 @@
 //! Dashboard state. `update` folds one event into it; rendering (src/ui)
 //! only reads it. No I/O here.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use zctrace_common::{Call, Event, FdKind, Method, event_kind};
@@ -49,6 +52,13 @@ pub struct LiveMethod {
     pub method: Method,
     pub state: RunState,
     pub record: Option<RunRecord>,
+    /// When it finished: its counters are complete in any sample after.
+    pub finished_at: Option<Instant>,
+    /// The numbers of its last complete run, kept once complete; then that
+    /// run's counter rows are deleted from the kernel (see `App::prune`).
+    pub frozen: Option<MethodResult>,
+    /// The sender thread of the run `frozen` holds.
+    pub frozen_tid: u32,
 }
 
 /// One line of the event log.
@@ -75,6 +85,8 @@ pub enum AppEvent {
         snapshot: Snapshot,
         stats: Stats,
         events: Vec<Event>,
+        /// When the counters were read.
+        taken: Instant,
     },
     /// Attach/run mode: the per (process, method) rows of a sample.
     Rows(Vec<Row>),
@@ -86,10 +98,11 @@ pub enum AppEvent {
         sender_tid: u32,
         receiver_tids: Vec<u32>,
     },
-    /// A demo method finished (or was skipped).
+    /// A demo method finished (or was skipped), at `at`.
     Finished {
         index: usize,
         record: RunRecord,
+        at: Instant,
     },
     /// A demo round finished; `Err` carries a failure to show.
     RoundDone(Result<(), String>),
@@ -128,6 +141,9 @@ pub struct App {
     pub refresh: Duration,
     /// Elapsed time of the running method, from ticks.
     pub running_for: Duration,
+    /// Threads whose rows can be deleted from the kernel (their method's
+    /// result is frozen); the event loop hands them to the sampler.
+    pub prune: Vec<u32>,
     /// Attach/run mode: rows per (process, method) instead of demo methods.
     pub trace_rows: Option<Vec<Row>>,
     /// What is traced (attach/run), and what became of it.
@@ -149,6 +165,9 @@ impl App {
                 method,
                 state: RunState::Waiting,
                 record: None,
+                finished_at: None,
+                frozen: None,
+                frozen_tid: 0,
             })
             .collect();
         App {
@@ -174,6 +193,7 @@ impl App {
             error: None,
             refresh: Duration::from_millis(250),
             running_for: Duration::ZERO,
+            prune: Vec::new(),
             trace_rows: None,
             target: String::new(),
         }
@@ -221,12 +241,54 @@ impl App {
     /// runs, None before.
     pub fn result(&self, index: usize) -> Option<MethodResult> {
         let m = self.methods.get(index)?;
-        let mut rec = m.record.clone()?;
+        let rec = m.record.as_ref()?;
+        if m.frozen.is_some() && m.frozen_tid == rec.sender_tid {
+            return m.frozen.clone();
+        }
+        let mut rec = rec.clone();
         if m.state == RunState::Running {
             rec.elapsed = self.running_for;
         }
         let snap = self.snapshot.since(&self.baseline);
-        Some(measure(&rec, &self.opts, &snap, self.hookset))
+        let seen = snap.rows.keys().any(|k| k.tid == rec.sender_tid);
+        let live = measure(&rec, &self.opts, &snap, self.hookset);
+        // Until the newest run shows up in the counters (a fast run can
+        // start and end between two samples), the last complete run's
+        // numbers stand.
+        if seen || m.frozen.is_none() {
+            Some(live)
+        } else {
+            m.frozen.clone()
+        }
+    }
+
+    /// Keeps the final numbers of every method whose counters are complete
+    /// in the current snapshot (taken after it finished), and marks its
+    /// threads' rows for deletion.
+    fn freeze_finished(&mut self, taken: Instant) {
+        for i in 0..self.methods.len() {
+            let m = &self.methods[i];
+            let done = matches!(m.state, RunState::Done | RunState::Skipped(_));
+            let Some(tid) = m.record.as_ref().map(|r| r.sender_tid) else {
+                continue;
+            };
+            if !done || m.frozen_tid == tid || m.finished_at.is_none_or(|at| at > taken) {
+                continue;
+            }
+            // Computed before this run counts as frozen: the live numbers.
+            let snap = self.snapshot.since(&self.baseline);
+            let result = m
+                .record
+                .as_ref()
+                .map(|rec| measure(rec, &self.opts, &snap, self.hookset));
+            let m = &mut self.methods[i];
+            if let Some(rec) = &m.record {
+                self.prune.push(rec.sender_tid);
+                self.prune.extend(rec.receiver_tids.iter().copied());
+            }
+            m.frozen = result;
+            m.frozen_tid = tid;
+        }
     }
 
     /// Applies one event; returns whether the screen needs a redraw.
@@ -238,6 +300,7 @@ impl App {
                 snapshot,
                 stats,
                 events,
+                taken,
             } => {
                 if self.paused {
                     return false;
@@ -247,6 +310,7 @@ impl App {
                 for e in events {
                     self.push_log(&e);
                 }
+                self.freeze_finished(taken);
                 true
             }
             AppEvent::Rows(rows) => {
@@ -269,7 +333,17 @@ impl App {
                 receiver_tids,
             } => {
                 if let Some(m) = self.methods.get_mut(index) {
+                    // A new run supersedes the last one: if its numbers were
+                    // never kept (it started and ended between two samples),
+                    // its rows are released now, or `--loop` would fill the map.
+                    if let Some(old) = &m.record
+                        && old.sender_tid != m.frozen_tid
+                    {
+                        self.prune.push(old.sender_tid);
+                        self.prune.extend(old.receiver_tids.iter().copied());
+                    }
                     m.state = RunState::Running;
+                    m.finished_at = None;
                     m.record = Some(RunRecord {
                         method: m.method,
                         skipped: None,
@@ -282,8 +356,9 @@ impl App {
                 }
                 true
             }
-            AppEvent::Finished { index, record } => {
+            AppEvent::Finished { index, record, at } => {
                 if let Some(m) = self.methods.get_mut(index) {
+                    m.finished_at = Some(at);
                     m.state = match &record.skipped {
                         Some(why) => RunState::Skipped(why.clone()),
                         None => RunState::Done,
@@ -342,6 +417,10 @@ impl App {
             KeyCode::Char('p') | KeyCode::Left => self.step = self.step.saturating_sub(1),
             KeyCode::Char('r') => {
                 self.baseline = self.snapshot.clone();
+                for m in &mut self.methods {
+                    m.frozen = None;
+                    m.frozen_tid = 0;
+                }
             }
             _ => return false,
         }
@@ -468,6 +547,7 @@ pub mod tests {
             snapshot,
             stats: Stats::default(),
             events: Vec::new(),
+            taken: Instant::now(),
         });
         a
     }
@@ -509,6 +589,43 @@ pub mod tests {
     }
 
     #[test]
+    fn finished_methods_keep_their_numbers_and_release_their_rows() {
+        let mut a = app_with_read_write();
+        let record = a.methods[0].record.clone().expect("record");
+        let before = Instant::now();
+        a.update(AppEvent::Finished {
+            index: 0,
+            record,
+            at: Instant::now(),
+        });
+        // A sample read before the method ended does not freeze it.
+        let snap = a.snapshot.clone();
+        a.update(AppEvent::Sample {
+            snapshot: snap.clone(),
+            stats: Stats::default(),
+            events: Vec::new(),
+            taken: before,
+        });
+        assert!(a.methods[0].frozen.is_none() && a.prune.is_empty());
+        a.update(AppEvent::Sample {
+            snapshot: snap,
+            stats: Stats::default(),
+            events: Vec::new(),
+            taken: Instant::now(),
+        });
+        assert_eq!(a.prune, vec![7, 8], "sender and receiver rows can go");
+        // The kernel's rows are deleted: the numbers stay.
+        a.update(AppEvent::Sample {
+            snapshot: Snapshot::default(),
+            stats: Stats::default(),
+            events: Vec::new(),
+            taken: Instant::now(),
+        });
+        let r = a.result(0).expect("result");
+        assert_eq!(r.sender.expect("sender").syscalls, 512);
+    }
+
+    #[test]
     fn pause_freezes_samples_and_the_log_is_bounded() {
         let mut a = app();
         a.update(key(KeyCode::Char(' ')));
@@ -519,6 +636,7 @@ pub mod tests {
                 ..Stats::default()
             },
             events: Vec::new(),
+            taken: Instant::now(),
         });
         assert!(!changed);
         assert_eq!(a.stats.events_dropped, 0);
@@ -539,6 +657,7 @@ pub mod tests {
             snapshot: Snapshot::default(),
             stats: Stats::default(),
             events: vec![ev; LOG_CAPACITY + 10],
+            taken: Instant::now(),
         });
         assert_eq!(a.log.len(), LOG_CAPACITY);
         assert_eq!(a.log[0].what, "read");

@@ -89,7 +89,18 @@ pub fn run_demo(
     );
     app.refresh = SAMPLE_EVERY;
     let want_events = Arc::new(AtomicBool::new(false));
-    let sampler = spawn_sampler(probes, &tx, &stop, &want_events, None, false)?;
+    // Finished methods' rows are deleted once their numbers are kept, so
+    // `--loop` can run for a whole lecture without filling the map.
+    let (prune_tx, prune_rx) = mpsc::channel::<Vec<u32>>();
+    let sampler = spawn_sampler(
+        probes,
+        &tx,
+        &stop,
+        &want_events,
+        None,
+        false,
+        Some(prune_rx),
+    )?;
     let runner = {
         let (tx, stop, opts) = (tx.clone(), Arc::clone(&stop), opts.clone());
         thread::Builder::new()
@@ -98,7 +109,11 @@ pub fn run_demo(
     };
     spawn_input(&tx)?;
     drop(tx);
-    let result = ui_loop(&mut app, &rx, &stop, &want_events, |_| {});
+    let result = ui_loop(&mut app, &rx, &stop, &want_events, |app| {
+        if !app.prune.is_empty() {
+            let _ = prune_tx.send(std::mem::take(&mut app.prune));
+        }
+    });
     // Stop the producers; the demo thread removes its work directory and the
     // sampler drops (detaches) the probes before we return.
     stop.store(true, Ordering::Relaxed);
@@ -121,7 +136,7 @@ pub fn run_trace(
     let (tx, rx) = mpsc::sync_channel::<AppEvent>(256);
     app.refresh = SAMPLE_EVERY;
     let want_events = Arc::new(AtomicBool::new(false));
-    let sampler = spawn_sampler(probes, &tx, &stop, &want_events, hide, true)?;
+    let sampler = spawn_sampler(probes, &tx, &stop, &want_events, hide, true, None)?;
     spawn_input(&tx)?;
     drop(tx);
     let mut reported = false;
@@ -189,11 +204,12 @@ fn spawn_sampler(
     want: &Arc<AtomicBool>,
     hide: Option<u32>,
     rows: bool,
+    prune: Option<mpsc::Receiver<Vec<u32>>>,
 ) -> io::Result<thread::JoinHandle<()>> {
     let (tx, stop, want) = (tx.clone(), Arc::clone(stop), Arc::clone(want));
     thread::Builder::new()
         .name("zctrace-sampler".into())
-        .spawn(move || sample_loop(probes, &tx, &stop, &want, hide, rows))
+        .spawn(move || sample_loop(probes, &tx, &stop, &want, hide, rows, prune.as_ref()))
 }
 
 /// The key reader blocks in read(); it ends when the channel closes (at the
@@ -213,6 +229,7 @@ fn sample_loop(
     want: &AtomicBool,
     hide: Option<u32>,
     with_rows: bool,
+    prune: Option<&mpsc::Receiver<Vec<u32>>>,
 ) {
     let mut ring = probes.take_events().ok();
     let mut names = crate::trace::Names::default();
@@ -227,6 +244,13 @@ fn sample_loop(
             .as_mut()
             .map(|r| names.drain(r, EVENTS_PER_SAMPLE))
             .unwrap_or_default();
+        if let Some(rx) = prune {
+            let doomed: Vec<u32> = rx.try_iter().flatten().collect();
+            if !doomed.is_empty() {
+                let _ = probes.remove_rows(&doomed);
+            }
+        }
+        let taken = Instant::now();
         if let (Ok(mut snapshot), Ok(stats)) = (probes.snapshot(), probes.stats()) {
             snapshot.rows.retain(|k, _| Some(k.tgid) != hide);
             let rows = with_rows.then(|| crate::trace::rows(&snapshot, hooks, &mut names));
@@ -235,6 +259,7 @@ fn sample_loop(
                     snapshot,
                     stats,
                     events,
+                    taken,
                 })
                 .is_err()
                 || rows.is_some_and(|r| tx.send(AppEvent::Rows(r)).is_err())
@@ -271,7 +296,8 @@ fn demo_loop(opts: &DemoOptions, tx: &SyncSender<AppEvent>, stop: &AtomicBool, r
             };
             match demo::run_method(&ws, opts, m, stop, on_start) {
                 Ok(record) => {
-                    if tx.send(AppEvent::Finished { index, record }).is_err() {
+                    let at = Instant::now();
+                    if tx.send(AppEvent::Finished { index, record, at }).is_err() {
                         return;
                     }
                 }

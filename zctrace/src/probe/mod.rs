@@ -444,6 +444,23 @@ impl Probes {
         Ok(Snapshot { rows })
     }
 
+    /// Deletes the counter rows of these threads (finished demo runs whose
+    /// numbers the dashboard has kept), so `demo --loop` never fills the map.
+    pub fn remove_rows(&mut self, tids: &[u32]) -> Result<usize, ProbeError> {
+        let mut map: PerCpuHashMap<_, CounterKey, Counters> =
+            PerCpuHashMap::try_from(self.map_mut("COUNTERS")?)?;
+        let doomed: Vec<CounterKey> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| tids.contains(&k.tid))
+            .collect();
+        for k in &doomed {
+            // A row already gone is fine.
+            let _ = map.remove(k);
+        }
+        Ok(doomed.len())
+    }
+
     pub fn stats(&self) -> Result<Stats, ProbeError> {
         let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map("STATS")?)?;
         let mut v = [0u64; stat::COUNT];

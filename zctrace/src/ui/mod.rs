@@ -96,6 +96,13 @@ fn status_line(app: &App) -> Paragraph<'static> {
             Style::new().fg(Color::Yellow).bold(),
         ));
     }
+    let full = app.stats.counter_map_full + app.stats.thread_map_full;
+    if full > 0 {
+        spans.push(Span::styled(
+            format!(" | {full} updates lost: kernel map full"),
+            Style::new().fg(Color::Red).bold(),
+        ));
+    }
     if let Some(e) = &app.error {
         spans.push(Span::styled(
             format!(" error: {e}"),
