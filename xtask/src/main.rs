@@ -582,8 +582,10 @@ fn bench(rounds: usize) -> Result<()> {
         ),
     ];
     let mut table = String::new();
+    let mut own_cpu = String::new();
     for wl in &workloads {
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+        let mut cpu: Vec<f64> = Vec::new();
         // Interleaved (A B C ... A B C ...) so drift affects every mode alike.
         for round in 0..rounds {
             for (i, mode) in modes.iter().enumerate() {
@@ -591,7 +593,10 @@ fn bench(rounds: usize) -> Result<()> {
                     continue;
                 }
                 let argv = mode.argv(&wl.argv);
-                let out = Command::new(&argv[0]).args(&argv[1..]).output()?;
+                let out = Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .env("ZCTRACE_REPORT_CPU", "1")
+                    .output()?;
                 if !out.status.success() {
                     bail!("{argv:?} failed: {}", String::from_utf8_lossy(&out.stderr));
                 }
@@ -603,10 +608,24 @@ fn bench(rounds: usize) -> Result<()> {
                 let secs = (wl.parse)(&text)
                     .ok_or_else(|| anyhow!("no timing in output of {argv:?}: {text}"))?;
                 samples[i].push(secs);
+                // zctrace's own CPU (all its threads, not the workload's).
+                if mode.name == "zctrace run"
+                    && let Some(ms) = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("zctrace-own-cpu-ms "))
+                {
+                    cpu.push(ms.trim().parse().unwrap_or(0.0));
+                }
             }
         }
         let bare = median(&samples[0]);
         let floor = median(&samples[1]);
+        own_cpu += &format!(
+            "| {} | {:.0} | {:.0} |\n",
+            wl.name,
+            median(&cpu),
+            median(&samples[2]) * 1e3
+        );
         for (mode, s) in modes.iter().zip(&samples) {
             let (lo, hi) = s
                 .iter()
@@ -658,10 +677,93 @@ fn bench(rounds: usize) -> Result<()> {
     for wl in &workloads {
         doc += &format!("- {}: {}\n", wl.name, wl.what);
     }
+    // zctrace's own CPU: its threads only; the traced program's time is the
+    // overhead above. Most of it is start-up (parsing the kernel's BTF,
+    // loading and attaching), measured alone with `zctrace hooks`.
+    let mut load = Vec::new();
+    for _ in 0..rounds {
+        let out = Command::new(&bin)
+            .arg("hooks")
+            .env("ZCTRACE_REPORT_CPU", "1")
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        if let Some(ms) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("zctrace-own-cpu-ms "))
+        {
+            load.push(ms.trim().parse().unwrap_or(0.0));
+        }
+    }
+    doc += &format!(
+        "\n## zctrace's own CPU time\n\nUser + system time of the zctrace process (all its threads, not the \
+         traced program), median per run. Loading and detaching alone (`zctrace hooks`) takes {:.0} ms; \
+         the rest is sampling the counters every 250 ms while the workload runs.\n\n\
+         | workload | zctrace CPU ms | workload ms (traced) |\n|---|---|---|\n{own_cpu}",
+        median(&load)
+    );
+    doc += &throughput_table(&bin, rounds.min(3))?;
     let path = workspace_root().join("BENCHMARKS.md");
     std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("xtask: wrote {}", path.display());
     Ok(())
+}
+
+/// Bare throughput of every demo method (256 MiB, 64 KiB chunks) next to
+/// this machine's memory-copy bandwidth, measured the same way.
+fn throughput_table(bin: &str, rounds: usize) -> Result<String> {
+    const METHODS: [&str; 9] = [
+        "read-write",
+        "mmap-write",
+        "sendfile",
+        "splice",
+        "vmsplice",
+        "tee",
+        "msg-zerocopy",
+        "copy-file-range",
+        "o-direct",
+    ];
+    let time = |args: &[&str]| -> Result<Option<f64>> {
+        let mut v = Vec::new();
+        for _ in 0..rounds {
+            let out = Command::new(bin).args(args).output()?;
+            if !out.status.success() {
+                return Ok(None);
+            }
+            // A skipped method (its filesystem refuses it) reports 0 ns.
+            match workload_seconds(&String::from_utf8_lossy(&out.stdout)) {
+                Some(t) if t > 0.0 => v.push(t),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(median(&v)))
+    };
+    let mib = 256.0;
+    let mut rows = Vec::new();
+    for m in METHODS {
+        let t = time(&["workload", m, "--size", "256M", "--chunk", "64K"])?;
+        rows.push((m, t.map(|t| mib / t)));
+    }
+    let rw = rows.first().and_then(|r| r.1).unwrap_or(0.0);
+    let copy = time(&["memcpy", "--size", "256M"])?.map(|t| mib / t);
+    let mut out = format!(
+        "\n## Throughput of the demo methods\n\nUntraced, 256 MiB from a cached file to a loopback socket \
+         (copy-file-range: to a file) in 64 KiB chunks, median of {rounds}. The physical limit for comparison: \
+         copying 256 MiB in memory (memcpy) runs at {} MiB/s here; every method's payload also crosses \
+         loopback, whose receiver copies it once more.\n\n| method | MiB/s | vs read+write |\n|---|---|---|\n",
+        copy.map_or("?".into(), |c| format!("{c:.0}"))
+    );
+    for (m, v) in rows {
+        match v {
+            Some(v) => {
+                out += &format!(
+                    "| {m} | {v:.0} | {:.2}x |\n",
+                    if rw > 0.0 { v / rw } else { 0.0 }
+                )
+            }
+            None => out += &format!("| {m} | skipped here | - |\n"),
+        }
+    }
+    Ok(out)
 }
 
 /// The tracers the benchmark compares against, and tracefs for them.

@@ -34,6 +34,13 @@ pub enum Command {
     /// (the workload of `cargo xtask bench`).
     #[command(hide = true)]
     Workload(WorkloadArgs),
+    /// Copy a buffer in memory and print the best elapsed time: this
+    /// machine's memory-copy bandwidth, the benchmark's physical limit.
+    #[command(hide = true)]
+    Memcpy {
+        #[arg(long, default_value = "256M", value_parser = parse_size)]
+        size: u64,
+    },
     /// Load the probes, run real transfers, check the counters; the init
     /// program of `cargo xtask vm-test`. Exit 0 only if every check passed.
     #[command(hide = true)]

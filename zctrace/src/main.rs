@@ -38,7 +38,13 @@ fn main() -> ExitCode {
         Command::PitfallReader { path, lease } => demo::pitfalls::reader(&path, lease).map(|()| 0),
         Command::Selftest { dir } => selftest(&dir),
         Command::Floor { command } => floor(&command),
+        Command::Memcpy { size } => memcpy(size).map(|()| 0),
     };
+    // For `cargo xtask bench`: zctrace's own CPU time (all its threads, not
+    // the traced command's), on stderr.
+    if std::env::var("ZCTRACE_REPORT_CPU").as_deref() == Ok("1") {
+        eprintln!("zctrace-own-cpu-ms {:.1}", own_cpu_ms());
+    }
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => ExitCode::SUCCESS,
@@ -321,4 +327,32 @@ fn floor(argv: &[std::ffi::OsString]) -> Result<u8> {
         .context("starting the command")?;
     drop(probes);
     Ok(trace::exit_code(status))
+}
+
+/// User + system CPU time of this process (all threads, no children).
+fn own_cpu_ms() -> f64 {
+    // SAFETY: getrusage fills the struct we pass; RUSAGE_SELF is valid.
+    // (rustix offers no getrusage.)
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(ru.ru_utime) + ms(ru.ru_stime)
+}
+
+/// Copies `size` bytes in memory five times; prints the best time.
+fn memcpy(size: u64) -> Result<()> {
+    let n = usize::try_from(size).context("--size does not fit in memory")?;
+    let src: Vec<u8> = (0..n).map(|i| i as u8).collect();
+    let mut dst = vec![0u8; n];
+    let mut best = std::time::Duration::MAX;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        dst.copy_from_slice(&src);
+        best = best.min(t.elapsed());
+        std::hint::black_box(&dst);
+    }
+    emit(&format!("elapsed_ns {}\n", best.as_nanos()))
 }
