@@ -977,3 +977,39 @@ fn selftest_passes_on_this_kernel() {
         "{text}"
     );
 }
+
+#[test]
+fn cold_runs_show_the_disk_dma_of_the_textbook() {
+    if !root() {
+        return;
+    }
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = zctrace(&[
+        "demo",
+        "--json",
+        "--cold",
+        "--size",
+        "16M",
+        "--chunk",
+        "64K",
+        "--methods",
+        "read-write,sendfile",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for m in doc["methods"].as_array().expect("methods") {
+        // Evicted from the page cache: the device DMAs the file in again,
+        // issued by the sender thread itself.
+        assert_between(
+            "disk read MiB",
+            mib(m, "sender.dma_bytes.disk_read"),
+            15.9,
+            16.5,
+        );
+        assert!(m["notes"].to_string().contains("disk DMA"), "{m}");
+    }
+}
