@@ -111,6 +111,8 @@ pub enum AppEvent {
 }
 
 pub const LOG_CAPACITY: usize = 500;
+/// Samples the copy-rate sparkline remembers (a minute at 4 a second).
+pub const RATE_HISTORY: usize = 240;
 
 pub struct App {
     pub view: View,
@@ -144,6 +146,14 @@ pub struct App {
     /// Threads whose rows can be deleted from the kernel (their method's
     /// result is frozen); the event loop hands them to the sampler.
     pub prune: Vec<u32>,
+    /// CPU-copy bytes per second across everything traced, one value per
+    /// sample, newest last (the sparkline).
+    pub copy_rate: VecDeque<u64>,
+    /// CPU-copy bytes per counter row, and when, at the previous sample.
+    last_copies: Option<(
+        std::collections::BTreeMap<zctrace_common::CounterKey, u64>,
+        Instant,
+    )>,
     /// Attach/run mode: rows per (process, method) instead of demo methods.
     pub trace_rows: Option<Vec<Row>>,
     /// What is traced (attach/run), and what became of it.
@@ -194,6 +204,8 @@ impl App {
             refresh: Duration::from_millis(250),
             running_for: Duration::ZERO,
             prune: Vec::new(),
+            copy_rate: VecDeque::with_capacity(RATE_HISTORY),
+            last_copies: None,
             trace_rows: None,
             target: String::new(),
         }
@@ -265,6 +277,41 @@ impl App {
     /// Keeps the final numbers of every method whose counters are complete
     /// in the current snapshot (taken after it finished), and marks its
     /// threads' rows for deletion.
+    /// Appends the CPU-copy rate since the previous sample, row by row: a
+    /// new row counts in full, a row deleted in between (a finished demo
+    /// run released) simply drops out.
+    fn record_copy_rate(&mut self, taken: Instant) {
+        use zctrace_common::counter as k;
+        let now: std::collections::BTreeMap<_, u64> = self
+            .snapshot
+            .rows
+            .iter()
+            .map(|(key, c)| {
+                (
+                    *key,
+                    [k::U2K_DERIVED, k::K2U_DERIVED, k::K2K_DERIVED]
+                        .iter()
+                        .map(|&i| c.v[i])
+                        .sum(),
+                )
+            })
+            .collect();
+        if let Some((prev, at)) = &self.last_copies {
+            let secs = taken.saturating_duration_since(*at).as_secs_f64();
+            if secs > 0.0 {
+                let moved: u64 = now
+                    .iter()
+                    .map(|(key, v)| v.saturating_sub(prev.get(key).copied().unwrap_or(0)))
+                    .sum();
+                if self.copy_rate.len() == RATE_HISTORY {
+                    self.copy_rate.pop_front();
+                }
+                self.copy_rate.push_back((moved as f64 / secs) as u64);
+            }
+        }
+        self.last_copies = Some((now, taken));
+    }
+
     fn freeze_finished(&mut self, taken: Instant) {
         for i in 0..self.methods.len() {
             let m = &self.methods[i];
@@ -310,6 +357,7 @@ impl App {
                 for e in events {
                     self.push_log(&e);
                 }
+                self.record_copy_rate(taken);
                 self.freeze_finished(taken);
                 true
             }
@@ -623,6 +671,56 @@ pub mod tests {
         });
         let r = a.result(0).expect("result");
         assert_eq!(r.sender.expect("sender").syscalls, 512);
+    }
+
+    #[test]
+    fn the_copy_rate_is_bytes_per_second_and_survives_deleted_rows() {
+        let mut a = app();
+        let t0 = Instant::now();
+        let snap = |bytes: u64| {
+            let mut s = Snapshot::default();
+            let mut c = Counters::ZERO;
+            c.v[counter::K2U_DERIVED] = bytes;
+            s.rows.insert(
+                CounterKey {
+                    tgid: 1,
+                    tid: 1,
+                    method: 1,
+                    call: 1,
+                },
+                c,
+            );
+            s
+        };
+        let sample = |s, t| AppEvent::Sample {
+            snapshot: s,
+            stats: Stats::default(),
+            events: Vec::new(),
+            taken: t,
+        };
+        a.update(sample(snap(0), t0));
+        a.update(sample(snap(1 << 20), t0 + Duration::from_millis(500)));
+        assert_eq!(
+            a.copy_rate.back(),
+            Some(&(2 << 20)),
+            "1 MiB in half a second"
+        );
+        // Its row deleted (a finished run released), a new thread copying:
+        // only the new thread's bytes count, nothing goes negative.
+        let mut s2 = Snapshot::default();
+        let mut c = Counters::ZERO;
+        c.v[counter::U2K_DERIVED] = 1 << 20;
+        s2.rows.insert(
+            CounterKey {
+                tgid: 1,
+                tid: 2,
+                method: 1,
+                call: 4,
+            },
+            c,
+        );
+        a.update(sample(s2, t0 + Duration::from_millis(1000)));
+        assert_eq!(a.copy_rate.back(), Some(&(2 << 20)));
     }
 
     #[test]

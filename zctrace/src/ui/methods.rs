@@ -6,7 +6,7 @@ use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::{Color, Style},
     text::{Line, Span},
-    widgets::{Block, Paragraph, Row, Table, Widget, Wrap},
+    widgets::{Block, Paragraph, Row, Sparkline, Table, Widget, Wrap},
 };
 
 use crate::{
@@ -139,7 +139,10 @@ impl Widget for MethodsView<'_> {
                 human_bytes(app.opts.chunk as u64)
             )))
             .render(top, buf);
-        detail(app, results.get(app.selected).and_then(Option::as_ref)).render(bottom, buf);
+        let [detail_area, spark] =
+            Layout::vertical([Constraint::Min(0), Constraint::Length(3)]).areas(bottom);
+        detail(app, results.get(app.selected).and_then(Option::as_ref)).render(detail_area, buf);
+        copy_sparkline(app).render(spark, buf);
     }
 }
 
@@ -209,6 +212,21 @@ fn detail(app: &App, r: Option<&MethodResult>) -> Paragraph<'static> {
     Paragraph::new(lines)
         .block(Block::bordered().title(title))
         .wrap(Wrap { trim: true })
+}
+
+/// CPU-copy bytes per second across everything traced, one bar per
+/// sample, newest on the right.
+fn copy_sparkline(app: &App) -> Sparkline<'_> {
+    let now = app.copy_rate.back().copied().unwrap_or(0);
+    let peak = app.copy_rate.iter().copied().max().unwrap_or(0);
+    Sparkline::default()
+        .block(Block::bordered().title(format!(
+            " CPU copies per second: {}/s now, {}/s peak (last minute) ",
+            human_bytes(now),
+            human_bytes(peak)
+        )))
+        .data(app.copy_rate.iter().copied())
+        .style(Style::new().fg(Color::Red))
 }
 
 /// Throughput of each finished method as a bar.
@@ -294,10 +312,12 @@ fn trace_table(app: &App, rows: &[crate::trace::Row], area: Rect, buf: &mut Buff
     }
     header.extend(["PAGE-REF", "IO"]);
     widths.extend([Constraint::Length(8), Constraint::Length(7)]);
+    let [top, spark] = Layout::vertical([Constraint::Min(0), Constraint::Length(3)]).areas(top);
     Table::new(body, widths)
         .header(Row::new(header).style(Style::new().bold().underlined()))
         .block(Block::bordered().title(format!(" {} (* exited) ", app.target)))
         .render(top, buf);
+    copy_sparkline(app).render(spark, buf);
     let text = match rows.get(app.selected) {
         None => vec![Line::from("no I/O seen yet")],
         Some(r) => {
