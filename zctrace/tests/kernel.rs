@@ -1013,3 +1013,42 @@ fn cold_runs_show_the_disk_dma_of_the_textbook() {
         assert!(m["notes"].to_string().contains("disk DMA"), "{m}");
     }
 }
+
+#[test]
+fn the_event_log_fills_only_while_it_is_on_screen() {
+    if !root() {
+        return;
+    }
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = env!("CARGO_BIN_EXE_zctrace");
+    let t = Tmux::start(
+        100,
+        30,
+        &format!("{bin} demo --loop --size 4M --methods read-write,sendfile"),
+    );
+    t.wait_for("the methods view", |s| s.contains(" done "));
+    t.keys(&["4"]);
+    // Syscall events of the demo's own threads, with their methods and fd
+    // kinds; the window shows the newest ones, so look across screens.
+    let (mut saw_sendfile, mut saw_file_read) = (false, false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut s = String::new();
+    while !(saw_sendfile && saw_file_read) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events missing from the log:\n{s}"
+        );
+        s = t.screen();
+        // The fd column shows where the data comes from: the file.
+        saw_sendfile |= s
+            .lines()
+            .any(|l| l.matches(" sendfile ").count() == 2 && l.contains(" file "));
+        saw_file_read |= s
+            .lines()
+            .any(|l| l.contains(" read ") && l.contains("read-write") && l.contains("file"));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(s.contains("dropped by the kernel"), "{s}");
+    t.keys(&["q"]);
+    t.wait_for("a clean exit", |s| s.contains("ZCTRACE_EXIT=0"));
+}
