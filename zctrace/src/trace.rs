@@ -50,6 +50,17 @@ pub struct Row {
     pub measured: Measured,
 }
 
+impl Row {
+    /// The process name, marked `*` once it has exited.
+    pub fn label(&self) -> String {
+        if self.exited {
+            format!("{}*", self.comm)
+        } else {
+            self.comm.clone()
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct JsonLine<'a> {
     /// Seconds since the Unix epoch.
@@ -163,11 +174,7 @@ fn table(rows: &[Row]) -> String {
     for r in rows {
         let m = &r.measured;
         let c = &m.cpu_copy_bytes;
-        let comm = if r.exited {
-            format!("{}*", r.comm)
-        } else {
-            r.comm.clone()
-        };
+        let comm = r.label();
         s += &format!(
             "{:>7} {:<15} {:<15} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
             r.pid,

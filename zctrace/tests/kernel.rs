@@ -547,6 +547,27 @@ fn run_python_socket_sendfile_is_classified_as_sendfile() {
     );
 }
 
+/// Starts `zctrace attach PID --json -o report` and returns once it is
+/// attached: the report file appears after the probes are in and the PID
+/// is in the traced set.
+fn spawn_attach(pid: &str, report: &str) -> std::process::Child {
+    let zc = Command::new(env!("CARGO_BIN_EXE_zctrace"))
+        .args(["attach", pid, "--json", "-o", report, "--duration", "30s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("zctrace attach");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::path::Path::new(report).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "zctrace attach did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    zc
+}
+
 /// A shell that forks `cat big.bin` only once the test creates the file
 /// "go" (after zctrace has attached: no timing guess), then runs `tail`.
 fn gated_cat(s: &Scratch, tail: &str) -> std::process::Child {
@@ -571,21 +592,7 @@ fn attach_follows_children_of_a_running_process() {
     let mut target = gated_cat(&s, "");
     let pid = target.id().to_string();
     let report = s.path("attach.jsonl");
-    let zc = Command::new(env!("CARGO_BIN_EXE_zctrace"))
-        .args(["attach", &pid, "--json", "-o", &report, "--duration", "30s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("zctrace attach");
-    // The report file appears once the probes are in and the PID is traced.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !std::path::Path::new(&report).exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "zctrace attach did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let zc = spawn_attach(&pid, &report);
     std::fs::write(&go, b"").expect("go");
     assert!(target.wait().expect("wait").success());
     let out = zc.wait_with_output().expect("zctrace");
@@ -878,20 +885,7 @@ fn nginx_download(s: &Scratch, sendfile: bool) -> Vec<Value> {
     }
     let report = s.path(&format!("nginx-{sendfile}.jsonl"));
     let pid = server.id().to_string();
-    let zc = Command::new(env!("CARGO_BIN_EXE_zctrace"))
-        .args(["attach", &pid, "--json", "-o", &report, "--duration", "30s"])
-        .spawn()
-        .expect("zctrace attach");
-    // Until the probes are in, the report file does not exist yet.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !std::path::Path::new(&report).exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "zctrace attach did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let zc = spawn_attach(&pid, &report);
     let got = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{size_download}", &url])
         .output()
@@ -901,8 +895,7 @@ fn nginx_download(s: &Scratch, sendfile: bool) -> Vec<Value> {
         SCRATCH_LEN.to_string(),
         "downloaded bytes"
     );
-    // Let a sample pass, then stop the server: attach ends when it exits.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Stop the server: attach reports its final numbers when it exits.
     let _ = rustix::process::kill_process(
         rustix::process::Pid::from_child(&server),
         rustix::process::Signal::TERM,

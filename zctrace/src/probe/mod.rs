@@ -373,13 +373,17 @@ impl Probes {
         &self.hooks
     }
 
-    pub fn hook_attached(&self, name: &str) -> bool {
-        self.hooks.iter().any(|h| h.name == name && h.attached)
+    /// Whether the tracepoint-tier hook of this name attached (a name can
+    /// exist in both tiers: tcp_sendmsg_locked).
+    pub fn tracepoint_attached(&self, name: &str) -> bool {
+        self.hooks
+            .iter()
+            .any(|h| h.name == name && h.tier == Tier::Tracepoint && h.attached)
     }
 
     /// Which optional hooks attached, for the model's observed/derived choice.
     pub fn hook_set(&self) -> HookSet {
-        let on = |n| self.hook_attached(n);
+        let on = |n| self.tracepoint_attached(n);
         HookSet {
             tcp_sendmsg: on("tcp_sendmsg_locked"),
             skb_copy: on("skb_copy_datagram_iovec"),

@@ -265,11 +265,7 @@ fn trace_table(app: &App, rows: &[crate::trace::Row], area: Rect, buf: &mut Buff
     let body = rows.iter().enumerate().map(|(i, r)| {
         let m = &r.measured;
         let c = &m.cpu_copy_bytes;
-        let comm = if r.exited {
-            format!("{}*", r.comm)
-        } else {
-            r.comm.clone()
-        };
+        let comm = r.label();
         let mut cells = vec![
             r.pid.to_string(),
             comm,
