@@ -6,8 +6,10 @@
 //! them in the kernel, and the host unit tests call the very same code.
 #![no_std]
 
-/// Upper bound on traced threads with live state in the kernel.
-pub const MAX_THREADS: u32 = 16_384;
+/// Slots of per-process fd epochs, indexed by process id modulo this (a
+/// power of two). Two processes sharing a slot only invalidate each other's
+/// fd-kind caches more often; they never read a stale kind.
+pub const EPOCH_SLOTS: u32 = 4_096;
 /// Upper bound on traced processes.
 pub const MAX_PROCESSES: u32 = 4_096;
 /// Upper bound on (process, thread, method, call) counter rows.
@@ -623,12 +625,43 @@ pub struct ThreadState {
     pub current: u32,
     pub in_kind: u32,
     pub out_kind: u32,
-    /// Bit 0 direct, 1 zerocopy, 2 errqueue, 3 maps_file, 4 from_mapping.
+    /// Bit 0 direct, 1 zerocopy, 2 errqueue, 3 maps_file ([`FLAG_MAPS_FILE`]),
+    /// 4 from_mapping, 5 exec ([`FLAG_EXEC`]).
     pub flags: u32,
     /// [`SendClass`] seen by `tcp_sendmsg_locked` during this call.
     pub send_class: u32,
+    /// The traced-set generation (`config::GENERATION`) this state was
+    /// last checked against.
+    pub generation: u32,
+    /// The thread's ids, read once when the state is created (and again
+    /// after an exec, which can change them).
+    pub tgid: u32,
+    pub tid: u32,
+    /// Counter row of the call in flight ([`NO_ROW`] when there is none).
+    pub row: u32,
+    /// Derived-copy counter the call in flight adds its bytes to
+    /// ([`NO_COUNTER`] when none).
+    pub derived: u32,
+    /// The thread's recently used counter rows: (method << 8 | call) and
+    /// the row's index, so the hot path finds its row without hashing.
+    pub row_key: [u32; ROW_CACHE],
+    pub row_idx: [u32; ROW_CACHE],
+    /// The next cache slot to replace (round robin).
+    pub row_next: u32,
     pub _pad: u32,
 }
+
+/// Entries in [`ThreadState`]'s counter-row cache.
+pub const ROW_CACHE: usize = 4;
+/// No counter row.
+pub const NO_ROW: u32 = u32::MAX;
+/// No counter.
+pub const NO_COUNTER: u32 = u32::MAX;
+/// Bit of [`ThreadState::flags`]: the call in flight maps a file.
+pub const FLAG_MAPS_FILE: u32 = 1 << 3;
+/// Bit of [`ThreadState::flags`]: the call in flight is an exec (the
+/// thread's ids may change).
+pub const FLAG_EXEC: u32 = 1 << 5;
 
 impl ThreadState {
     pub const NEW: ThreadState = ThreadState {
@@ -647,8 +680,52 @@ impl ThreadState {
         out_kind: 0,
         flags: 0,
         send_class: 0,
+        generation: 0,
+        tgid: 0,
+        tid: 0,
+        row: NO_ROW,
+        derived: NO_COUNTER,
+        row_key: [u32::MAX; ROW_CACHE],
+        row_idx: [NO_ROW; ROW_CACHE],
+        row_next: 0,
         _pad: 0,
     };
+
+    const fn row_cache_key(method: u32, call: u32) -> u32 {
+        (method & 0xff) << 8 | (call & 0xff)
+    }
+
+    /// The cached counter row of (method, call), if the thread used it
+    /// recently.
+    #[inline(always)]
+    pub fn cached_row(&self, method: u32, call: u32) -> Option<u32> {
+        let k = Self::row_cache_key(method, call);
+        let mut i = 0;
+        while i < ROW_CACHE {
+            if self.row_key[i] == k {
+                return Some(self.row_idx[i]);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// Remembers a counter row, replacing the oldest entry.
+    #[inline(always)]
+    pub fn remember_row(&mut self, method: u32, call: u32, idx: u32) {
+        let i = self.row_next as usize % ROW_CACHE;
+        self.row_key[i] = Self::row_cache_key(method, call);
+        self.row_idx[i] = idx;
+        self.row_next = ((i + 1) % ROW_CACHE) as u32;
+    }
+
+    /// Forgets every cached row (after userspace recycled rows, or an exec
+    /// changed the thread's ids).
+    #[inline(always)]
+    pub fn forget_rows(&mut self) {
+        self.row_key = [u32::MAX; ROW_CACHE];
+        self.row_idx = [NO_ROW; ROW_CACHE];
+    }
 
     pub const fn info(&self) -> CallInfo {
         CallInfo {
@@ -661,7 +738,7 @@ impl ThreadState {
             direct: self.flags & 1 != 0,
             zerocopy: self.flags & 2 != 0,
             errqueue: self.flags & 4 != 0,
-            maps_file: self.flags & 8 != 0,
+            maps_file: self.flags & FLAG_MAPS_FILE != 0,
             from_mapping: self.flags & 16 != 0,
         }
     }
@@ -752,6 +829,10 @@ pub mod stat {
 pub mod config {
     /// Non-zero: write syscall events into the ring buffer.
     pub const EVENTS_ENABLED: u32 = 0;
+    /// Bumped by userspace when a process leaves the traced set or counter
+    /// rows are recycled: thread state of an older generation is checked
+    /// against the set again and forgets its cached rows.
+    pub const GENERATION: u32 = 1;
     pub const COUNT: u32 = 4;
 }
 

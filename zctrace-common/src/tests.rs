@@ -224,7 +224,7 @@ fn shared_types_have_no_padding() {
     use core::mem::size_of;
     assert_eq!(size_of::<CounterKey>(), 16);
     assert_eq!(size_of::<Counters>(), 8 * counter::COUNT);
-    assert_eq!(size_of::<ThreadState>(), 96);
+    assert_eq!(size_of::<ThreadState>(), 152);
     assert_eq!(size_of::<Event>(), 64);
     assert_eq!(size_of::<KernelLayout>(), 4 * 19);
 }
@@ -265,4 +265,26 @@ fn a_read_from_a_device_ends_read_write() {
             Method::SocketSend
         ]
     );
+}
+
+#[test]
+fn row_cache_finds_recent_rows_and_replaces_the_oldest() {
+    let mut st = ThreadState::NEW;
+    assert_eq!(st.cached_row(1, 1), None);
+    for (i, call) in (1..=ROW_CACHE as u32).enumerate() {
+        st.remember_row(3, call, 100 + i as u32);
+    }
+    for (i, call) in (1..=ROW_CACHE as u32).enumerate() {
+        assert_eq!(st.cached_row(3, call), Some(100 + i as u32));
+    }
+    // Same call, other method: another row.
+    assert_eq!(st.cached_row(4, 1), None);
+    // One more replaces the oldest (call 1) and nothing else.
+    st.remember_row(4, 1, 200);
+    assert_eq!(st.cached_row(3, 1), None);
+    assert_eq!(st.cached_row(4, 1), Some(200));
+    assert_eq!(st.cached_row(3, 2), Some(101));
+    st.forget_rows();
+    assert_eq!(st.cached_row(4, 1), None);
+    assert_eq!(st.cached_row(3, 2), None);
 }

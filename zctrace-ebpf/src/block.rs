@@ -7,7 +7,7 @@ use zctrace_common::{counter, stat};
 
 use crate::{
     kernel::{layout, read},
-    state::{bump, current_traced, key_now, stat_add},
+    state::{bump, current_traced, stat_add},
 };
 
 /// `REQ_OP_MASK`, `REQ_OP_READ`, `REQ_OP_WRITE` (include/linux/blk_types.h).
@@ -26,7 +26,7 @@ pub fn try_rq_issue(ctx: &RawTracePointContext) -> Result<(), ()> {
         _ => return Ok(()),
     };
     match current_traced() {
-        Some(task) => bump(&key_now(task), idx, len as u64),
+        Some(task) => bump(task, idx, len as u64),
         None => stat_add(stat::DISK_UNATTRIBUTED_BYTES, len as u64),
     }
     Ok(())

@@ -22,7 +22,7 @@ use zctrace_common::{SendClass, counter};
 
 use crate::{
     kernel::{layout, read},
-    state::{bump, current_traced, key_now},
+    state::{bump, current_traced},
 };
 
 /// What a hooked function is and which of its arguments matter.
@@ -132,7 +132,7 @@ fn done(site: Site, args: [u64; 2], ret: i64) -> Result<(), ()> {
         return Ok(());
     }
     let task = current_traced().ok_or(())?;
-    bump(&key_now(task), idx, bytes as u64);
+    bump(task, idx, bytes as u64);
     Ok(())
 }
 

@@ -89,30 +89,29 @@ fn fd_info_inner(fd: u64) -> Option<(FdKind, u32)> {
     Some((FdKind::from_mode(mode as u32), flags))
 }
 
-/// The six syscall arguments from the `pt_regs` that `sys_enter` passes.
+pub use aya_ebpf::bindings::pt_regs as PtRegs;
+
+/// The six syscall arguments from the `pt_regs` that the BTF `sys_enter`
+/// tracepoint passes: the verifier knows the pointer's type, so these are
+/// plain loads (fault-safe), not probe-read helper calls.
 #[inline(always)]
-pub fn syscall_args(regs: u64) -> Option<[u64; 6]> {
-    if regs == 0 {
+pub fn syscall_args(regs: *const PtRegs) -> Option<[u64; 6]> {
+    if regs.is_null() {
         return None;
     }
     #[cfg(bpf_target_arch = "x86_64")]
     {
-        // pt_regs keeps r10, r9, r8, ax, cx, dx, si, di next to each other
-        // (offsets 56..120): one 64-byte read instead of the 168-byte struct.
-        const R10: u64 = 56;
-        // SAFETY: probe read of the task's saved registers; fails cleanly.
-        let r: [u64; 8] = unsafe { bpf_probe_read_kernel((regs + R10) as *const [u64; 8]).ok()? };
-        // [r10, r9, r8, ax, cx, dx, si, di] -> di, si, dx, r10, r8, r9
-        Some([r[7], r[6], r[5], r[0], r[2], r[1]])
+        // SAFETY: a BTF pointer to the task's saved registers; the kernel
+        // turns each load into a fault-safe one.
+        let r = unsafe { &*regs };
+        Some([r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9])
     }
     #[cfg(bpf_target_arch = "aarch64")]
     {
-        use aya_ebpf::bindings::user_pt_regs;
-        // SAFETY: probe read of the task's saved registers; fails cleanly.
-        let r: user_pt_regs = unsafe { bpf_probe_read_kernel(regs as *const user_pt_regs).ok()? };
-        Some([
-            r.regs[0], r.regs[1], r.regs[2], r.regs[3], r.regs[4], r.regs[5],
-        ])
+        // arm64's pt_regs starts with the user_pt_regs the syscall saved.
+        // SAFETY: as above.
+        let g = unsafe { &(*regs.cast::<aya_ebpf::bindings::user_pt_regs>()).regs };
+        Some([g[0], g[1], g[2], g[3], g[4], g[5]])
     }
 }
 
@@ -126,6 +125,19 @@ pub const fn changes_fds(nr: u64) -> bool {
     #[cfg(not(bpf_target_arch = "aarch64"))]
     {
         Call::x86_64_changes_fds(nr)
+    }
+}
+
+/// Whether a syscall number is execve or execveat.
+#[inline(always)]
+pub const fn is_exec(nr: u64) -> bool {
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        matches!(nr, 221 | 281)
+    }
+    #[cfg(not(bpf_target_arch = "aarch64"))]
+    {
+        matches!(nr, 59 | 322)
     }
 }
 

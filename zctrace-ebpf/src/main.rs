@@ -8,6 +8,8 @@
 #![no_main]
 // Atomic add without compare-and-swap (see state::add).
 #![feature(core_intrinsics)]
+// BPF inline assembly (see state::fetch_add).
+#![feature(asm_experimental_arch)]
 #![expect(
     internal_features,
     reason = "core_intrinsics is the only way to emit BPF atomic add"
@@ -28,13 +30,13 @@ use aya_ebpf::{
     },
 };
 
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     syscalls::try_enter(&ctx).map_or(0, |()| 0)
 }
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     syscalls::try_exit(&ctx).map_or(0, |()| 0)
 }
 
@@ -165,6 +167,16 @@ pub fn floor_raw(_ctx: RawTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "tcp_sendmsg_locked")]
 pub fn floor_tcp_sendmsg_locked(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "sys_enter")]
+pub fn floor_sys_enter(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn floor_sys_exit(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 

@@ -6,7 +6,7 @@ use zctrace_common::{Call, SendClass, counter};
 
 use crate::{
     kernel::{layout, read},
-    state::{THREADS, bump, current_traced, key_now},
+    state::{bump, current_traced},
 };
 
 /// `IFF_LOOPBACK` (uapi).
@@ -20,7 +20,7 @@ pub fn try_skb_copy(ctx: &RawTracePointContext) -> Result<(), ()> {
     if len <= 0 {
         return Ok(());
     }
-    bump(&key_now(task), counter::K2U_OBSERVED, len as u64);
+    bump(task, counter::K2U_OBSERVED, len as u64);
     Ok(())
 }
 
@@ -30,9 +30,8 @@ pub fn try_skb_copy(ctx: &RawTracePointContext) -> Result<(), ()> {
 /// The first sighting per syscall classifies the whole call.
 pub fn try_tcp_sendmsg(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let task = current_traced().ok_or(())?;
-    let st = THREADS.get_ptr_mut(task.tid).ok_or(())?;
-    // SAFETY: this thread's own map value (see syscalls::try_enter).
-    let st = unsafe { &mut *st };
+    // SAFETY: this thread's own storage (see syscalls::try_enter).
+    let st = unsafe { &mut *task.st };
     if st.call == Call::None as u32 || st.send_class != SendClass::Unknown as u32 {
         return Ok(());
     }
@@ -57,6 +56,6 @@ pub fn try_xmit(ctx: &RawTracePointContext) -> Result<(), ()> {
     } else {
         counter::XMIT_DEVICE_BYTES
     };
-    bump(&key_now(task), idx, len as u64);
+    bump(task, idx, len as u64);
     Ok(())
 }

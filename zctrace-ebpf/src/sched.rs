@@ -6,7 +6,10 @@ use zctrace_common::{Event, counter, event_kind, stat};
 
 use crate::{
     kernel::{current_comm, layout, read},
-    state::{THREADS, TRACED, bump, current_traced, emit, key_now, settings, stat_add},
+    state::{
+        TRACED, add, bump, current_traced, delete_current_state, emit, exit_state, row_ptr,
+        settings, stat_add,
+    },
 };
 
 /// `sched_switch(preempt, prev, next, prev_state)` runs on the CPU that
@@ -23,7 +26,7 @@ pub fn try_switch(ctx: &RawTracePointContext) -> Result<(), ()> {
     } else {
         counter::CS_VOLUNTARY
     };
-    bump(&key_now(task), idx, 1);
+    bump(task, idx, 1);
     Ok(())
 }
 
@@ -32,7 +35,7 @@ pub fn try_switch(ctx: &RawTracePointContext) -> Result<(), ()> {
 /// user mode to the thread's current method.
 pub fn try_fault(_ctx: &RawTracePointContext, idx: usize) -> Result<(), ()> {
     let task = current_traced().ok_or(())?;
-    bump(&key_now(task), idx, 1);
+    bump(task, idx, 1);
     Ok(())
 }
 
@@ -74,20 +77,16 @@ pub fn try_exit(_ctx: &RawTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // A call that never returns (exit, exit_group) is counted here.
-    if let Some(st) = THREADS.get_ptr(tid) {
-        // SAFETY: this thread's own map value, read before it is removed.
+    if let Some(st) = exit_state() {
+        // SAFETY: this thread's own storage, read before it is freed.
         let st = unsafe { &*st };
-        if st.call != zctrace_common::Call::None as u32 {
-            let key = zctrace_common::CounterKey {
-                tgid,
-                tid,
-                method: st.method,
-                call: st.call,
-            };
-            bump(&key, counter::SYSCALLS, 1);
+        if st.call != zctrace_common::Call::None as u32
+            && let Some(r) = row_ptr(st.row)
+        {
+            add(r, counter::SYSCALLS, 1);
         }
+        delete_current_state();
     }
-    let _ = THREADS.remove(tid);
     if tid != tgid || TRACED.get_ptr(tgid).is_none() {
         return Ok(());
     }

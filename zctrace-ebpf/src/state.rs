@@ -1,30 +1,97 @@
 //! Maps, the traced-process filter, per-thread state and counter rows.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    ptr,
+};
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::bpf_get_current_pid_tgid,
-    macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, BPF_NOEXIST, bpf_map_type},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_task_btf, bpf_task_storage_delete, bpf_task_storage_get},
+    },
+    macros::{btf_map, map},
+    maps::{Array, HashMap, PerCpuArray, Queue, RingBuf},
 };
 use zctrace_common::{
-    CounterKey, Counters, EVENT_RING_BYTES, Event, MAX_COUNTER_ROWS, MAX_PROCESSES, MAX_THREADS,
-    Settings, ThreadState, config, stat,
+    Call, CounterKey, Counters, EPOCH_SLOTS, EVENT_RING_BYTES, Event, MAX_COUNTER_ROWS,
+    MAX_PROCESSES, NO_ROW, Settings, ThreadState, config, stat,
 };
 
 /// Traced processes (tgid -> 1), maintained by userspace and by fork/exit.
+/// Only consulted when a thread has no state yet (or its state predates
+/// the last removal from the set): not on every syscall.
 #[map]
 pub static TRACED: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
-/// Per-thread state (tid -> in-flight syscall and current method).
-#[map]
-pub static THREADS: HashMap<u32, ThreadState> = HashMap::with_max_entries(MAX_THREADS, 0);
+/// A `BPF_MAP_TYPE_TASK_STORAGE` map in the BTF layout libbpf and aya read
+/// (aya-ebpf 0.2.1 has no wrapper for it). The kernel keeps the value in
+/// the task itself and frees it with the task; a lookup is a pointer walk,
+/// not a hash.
+#[repr(C)]
+pub struct TaskStorage<T> {
+    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+    key: *const i32,
+    value: *const T,
+}
 
-/// Exact counters, per CPU, one row per (tgid, tid, method, call).
+// SAFETY: the fields are placeholders the loader reads from BTF; they are
+// never dereferenced.
+unsafe impl<T> Sync for TaskStorage<T> {}
+
+impl<T> TaskStorage<T> {
+    pub const fn new() -> Self {
+        Self {
+            r#type: ptr::null(),
+            map_flags: ptr::null(),
+            key: ptr::null(),
+            value: ptr::null(),
+        }
+    }
+
+    #[inline(always)]
+    fn as_ptr(&self) -> *mut c_void {
+        ptr::from_ref(self).cast_mut().cast()
+    }
+}
+
+/// Per-thread state (in-flight syscall, current method, fd-kind cache) of
+/// threads of traced processes.
+#[btf_map]
+pub static THREADS: TaskStorage<ThreadState> = TaskStorage::new();
+
+/// Per-process fd epochs (see `EPOCH_SLOTS`), bumped by calls that change
+/// what an fd refers to; cached fd kinds carry the epoch they were read at.
 #[map]
-pub static COUNTERS: PerCpuHashMap<CounterKey, Counters> =
-    PerCpuHashMap::with_max_entries(MAX_COUNTER_ROWS, 0);
+pub static EPOCHS: Array<u32> = Array::with_max_entries(EPOCH_SLOTS, 0);
+
+/// Exact counters, per CPU: one row per (tgid, tid, method, call), found
+/// through ROW_INDEX. An array, so the hot path indexes it (threads cache
+/// their rows' indices) instead of hashing a key on every syscall. Userspace
+/// sizes it (and the two maps below) before load.
+#[map]
+pub static ROWS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_COUNTER_ROWS, 0);
+
+/// Which row belongs to which (tgid, tid, method, call); userspace reads
+/// it to label the rows and removes entries to recycle them.
+#[map]
+pub static ROW_INDEX: HashMap<CounterKey, u32> = HashMap::with_max_entries(MAX_COUNTER_ROWS, 0);
+
+/// Recycled rows (zeroed, with no index entry), which userspace gives back
+/// when their threads are gone; used before never-used ones.
+#[map]
+pub static FREE_ROWS: Queue<u32> = Queue::with_max_entries(MAX_COUNTER_ROWS, 0);
+
+/// Rows never used yet are handed out in order: [0] is the next one.
+#[map]
+pub static ROW_ALLOC: Array<u64> = Array::with_max_entries(1, 0);
+
+/// How many rows ROWS has (userspace sets it with the maps' size).
+#[unsafe(no_mangle)]
+static ROW_CAPACITY: u32 = MAX_COUNTER_ROWS;
 
 /// Health counters (drops, full maps), per CPU.
 #[map]
@@ -46,10 +113,6 @@ static SETTINGS: Settings = Settings {
     follow_forks: 0,
 };
 
-/// The zero row new counter rows are created from (read-only data, so the
-/// 168 bytes do not take BPF stack).
-static ZERO_ROW: Counters = Counters::ZERO;
-
 #[inline(always)]
 pub fn settings() -> Settings {
     // SAFETY: SETTINGS is a plain static; the volatile read keeps the
@@ -58,36 +121,135 @@ pub fn settings() -> Settings {
     unsafe { core::ptr::read_volatile(&SETTINGS) }
 }
 
-/// The current task, when its process is traced.
+/// The current task, when its process is traced, with its thread state.
 #[derive(Clone, Copy)]
 pub struct Task {
     pub tgid: u32,
     pub tid: u32,
-    /// The process's entry in TRACED (its fd epoch), None in trace-all mode.
-    pub epoch: Option<*mut u32>,
+    pub st: *mut ThreadState,
 }
 
 #[inline(always)]
-pub fn current_traced() -> Option<Task> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let mut task = Task {
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        epoch: None,
-    };
-    if settings().trace_all != 0 {
-        // The idle task is not a process anyone traces.
-        return (task.tgid != 0).then_some(task);
+fn config(idx: u32) -> u32 {
+    CONFIG.get(idx).copied().unwrap_or(0)
+}
+
+/// The current thread's state if it has one of the current generation:
+/// the fast path, one task-storage lookup and no hashing.
+#[inline(always)]
+pub fn current_state() -> Option<*mut ThreadState> {
+    // SAFETY: the helpers take the map and the current task (never null).
+    let st = unsafe {
+        bpf_task_storage_get(
+            THREADS.as_ptr(),
+            bpf_get_current_task_btf(),
+            ptr::null_mut(),
+            0,
+        )
     }
-    task.epoch = Some(TRACED.get_ptr_mut(task.tgid)?);
-    Some(task)
+    .cast::<ThreadState>();
+    // SAFETY: a non-null result is this task's live storage.
+    (!st.is_null() && unsafe { (*st).generation } == config(config::GENERATION)).then_some(st)
+}
+
+/// The current task if its process is traced: its thread state, created
+/// on first sight, and checked against the traced set only then and after
+/// a process left the set.
+#[inline(always)]
+pub fn current_traced() -> Option<Task> {
+    let st = match current_state() {
+        Some(st) => st,
+        None => slow_path()?,
+    };
+    // SAFETY: this thread's live storage.
+    let (tgid, tid) = unsafe { ((*st).tgid, (*st).tid) };
+    Some(Task { tgid, tid, st })
+}
+
+#[inline(never)]
+fn slow_path() -> Option<*mut ThreadState> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: as in `current_state`.
+    let task = unsafe { bpf_get_current_task_btf() };
+    let traced = if settings().trace_all != 0 {
+        // The idle task is not a process anyone traces.
+        tgid != 0
+    } else {
+        TRACED.get_ptr(tgid).is_some()
+    };
+    if !traced {
+        // State left from before the process left the set goes now.
+        // SAFETY: the current task; deleting absent storage is harmless.
+        unsafe { bpf_task_storage_delete(THREADS.as_ptr(), task) };
+        return None;
+    }
+    let mut new = ThreadState::NEW;
+    new.generation = config(config::GENERATION);
+    new.tgid = tgid;
+    new.tid = pid_tgid as u32;
+    // SAFETY: creates this task's storage from `new` if it has none, else
+    // returns the existing one.
+    let st = unsafe {
+        bpf_task_storage_get(
+            THREADS.as_ptr(),
+            task,
+            ptr::from_mut(&mut new).cast(),
+            BPF_LOCAL_STORAGE_GET_F_CREATE.into(),
+        )
+    }
+    .cast::<ThreadState>();
+    if st.is_null() {
+        stat_add(stat::THREAD_MAP_FULL, 1);
+        return None;
+    }
+    // SAFETY: live storage of this task. An older generation is renewed,
+    // and the rows it cached may have been recycled since: forget them
+    // (the call in flight keeps its row: userspace recycles only rows of
+    // threads that are gone).
+    unsafe {
+        if (*st).generation != new.generation {
+            (*st).generation = new.generation;
+            (*st).forget_rows();
+        }
+    }
+    Some(st)
+}
+
+/// The current thread's state for sys_exit: whatever its generation (a
+/// call in flight when a process leaves the set is still counted).
+#[inline(always)]
+pub fn exit_state() -> Option<*mut ThreadState> {
+    // SAFETY: as in `current_state`.
+    let st = unsafe {
+        bpf_task_storage_get(
+            THREADS.as_ptr(),
+            bpf_get_current_task_btf(),
+            ptr::null_mut(),
+            0,
+        )
+    }
+    .cast::<ThreadState>();
+    (!st.is_null()).then_some(st)
+}
+
+/// Deletes the current thread's state (at its exit).
+#[inline(always)]
+pub fn delete_current_state() {
+    // SAFETY: the current task; deleting absent storage is harmless.
+    unsafe { bpf_task_storage_delete(THREADS.as_ptr(), bpf_get_current_task_btf()) };
+}
+
+#[inline(always)]
+fn epoch_slot(tgid: u32) -> Option<*mut u32> {
+    EPOCHS.get_ptr_mut(tgid & (EPOCH_SLOTS - 1))
 }
 
 /// Bumps the process's fd epoch: cached fd kinds are stale from now on.
 #[inline(always)]
 pub fn bump_epoch(task: &Task) {
-    if let Some(p) = task.epoch {
-        // SAFETY: a live TRACED value (u32); atomic because the process's
+    if let Some(p) = epoch_slot(task.tgid) {
+        // SAFETY: a live array slot (u32); atomic because the process's
         // other threads read and bump it concurrently.
         unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, 1) };
     }
@@ -96,55 +258,120 @@ pub fn bump_epoch(task: &Task) {
 /// The process's current fd epoch (0 where there is none: never cached).
 #[inline(always)]
 pub fn epoch(task: &Task) -> u32 {
-    // SAFETY: a live TRACED value; a u32 read cannot tear.
-    task.epoch
-        .map_or(0, |p| unsafe { core::ptr::read_volatile(p) })
+    // Epochs start at 1 so that 0 can mean "no epoch".
+    epoch_slot(task.tgid).map_or(0, |p| {
+        // SAFETY: a live array slot; a u32 read cannot tear.
+        unsafe { core::ptr::read_volatile(p) }.wrapping_add(1)
+    })
 }
 
-/// The thread's state, created on first sight.
+/// The index of the counter row for `key`, found or allocated.
+#[inline(never)]
+fn row_index(key: &CounterKey) -> Option<u32> {
+    // SAFETY: a copy of the value is taken at once.
+    if let Some(i) = unsafe { ROW_INDEX.get(key) } {
+        return Some(*i);
+    }
+    let idx = match FREE_ROWS.pop() {
+        Ok(Some(i)) => i,
+        _ => {
+            let next = ROW_ALLOC.get_ptr_mut(0)?;
+            let i = fetch_add(next, 1);
+            // SAFETY: ROW_CAPACITY is a plain static the loader sets.
+            if i >= u64::from(unsafe { core::ptr::read_volatile(&ROW_CAPACITY) }) {
+                stat_add(stat::COUNTER_MAP_FULL, 1);
+                return None;
+            }
+            i as u32
+        }
+    };
+    if ROW_INDEX.insert(key, idx, BPF_NOEXIST.into()).is_ok() {
+        return Some(idx);
+    }
+    // Another context created the row first (or the index is full): give
+    // the index back.
+    let _ = FREE_ROWS.push(idx, 0);
+    // SAFETY: as above.
+    match unsafe { ROW_INDEX.get(key) } {
+        Some(i) => Some(*i),
+        None => {
+            stat_add(stat::COUNTER_MAP_FULL, 1);
+            None
+        }
+    }
+}
+
+/// Atomically adds `v` to `*p` and returns the old value. BPF has had this
+/// instruction since Linux 5.12, but LLVM emits it only for BPF CPU v3 and
+/// the build uses the generic CPU, so it is written out here.
 #[inline(always)]
-pub fn thread_state(tid: u32) -> Option<*mut ThreadState> {
-    if let Some(p) = THREADS.get_ptr_mut(tid) {
-        return Some(p);
+fn fetch_add(p: *mut u64, v: u64) -> u64 {
+    let mut r = v;
+    // SAFETY: `p` is a live, aligned map value; the instruction is the
+    // BPF_ATOMIC | BPF_FETCH add, which the verifier checks like any store.
+    unsafe {
+        core::arch::asm!(
+            "{r} = atomic_fetch_add((u64 *)({p} + 0), {r})",
+            p = in(reg) p,
+            r = inout(reg) r,
+        );
     }
-    // EEXIST (a racing insert on another CPU) is fine: look it up again.
-    let _ = THREADS.insert(tid, ThreadState::NEW, BPF_NOEXIST.into());
-    let p = THREADS.get_ptr_mut(tid);
-    if p.is_none() {
-        stat_add(stat::THREAD_MAP_FULL, 1);
-    }
-    p
+    r
 }
 
-/// This CPU's counter row for `key`, created on first use.
+/// The thread's counter row index for (method, call): from its cache, else
+/// from the index (and then cached).
 #[inline(always)]
-pub fn row(key: &CounterKey) -> Option<*mut Counters> {
-    if let Some(p) = COUNTERS.get_ptr_mut(key) {
-        return Some(p);
+pub fn row_of(st: &mut ThreadState, method: u32, call: u32) -> u32 {
+    if let Some(i) = st.cached_row(method, call) {
+        return i;
     }
-    #[expect(
-        clippy::needless_borrows_for_generic_args,
-        reason = "by value would copy 168 bytes onto the 512-byte BPF stack"
-    )]
-    let _ = COUNTERS.insert(key, &ZERO_ROW, BPF_NOEXIST.into());
-    let p = COUNTERS.get_ptr_mut(key);
-    if p.is_none() {
-        stat_add(stat::COUNTER_MAP_FULL, 1);
+    let key = CounterKey {
+        tgid: st.tgid,
+        tid: st.tid,
+        method,
+        call,
+    };
+    match row_index(&key) {
+        Some(i) => {
+            st.remember_row(method, call, i);
+            i
+        }
+        None => NO_ROW,
     }
-    p
 }
 
-/// Adds to one counter of a row. Atomic, because a softirq program (socket
-/// transmit, block completion) can interrupt a task program on the same CPU.
+/// This CPU's copy of row `idx` (None for NO_ROW).
+#[inline(always)]
+pub fn row_ptr(idx: u32) -> Option<*mut Counters> {
+    ROWS.get_ptr_mut(idx)
+}
+
+/// Adds to one counter of a row, non-atomically. Each counter word of a
+/// per-CPU row is written by one thread (rows are per thread) from one kind
+/// of context, so a plain add cannot lose an update; counters that
+/// interrupt-context programs also write use [`add_atomic`].
 #[inline(always)]
 pub fn add(row: *mut Counters, idx: usize, by: u64) {
     if idx >= zctrace_common::counter::COUNT {
         return;
     }
-    // SAFETY: `row` points into a live per-CPU map value returned by the
-    // lookup helper and `idx` is in bounds. The BPF target has atomic add
-    // (BPF_ATOMIC) but no compare-and-swap, so AtomicU64::fetch_add is not
-    // offered; the intrinsic compiles to the single atomic add instruction.
+    // SAFETY: `row` points into a live per-CPU map value and `idx` is in
+    // bounds.
+    unsafe { (*row).v[idx] += by };
+}
+
+/// Adds to one counter atomically: for the counters that programs running
+/// in softirq or interrupt context (transmit, block issue, faults) write,
+/// which can interrupt a program on the same CPU.
+#[inline(always)]
+pub fn add_atomic(row: *mut Counters, idx: usize, by: u64) {
+    if idx >= zctrace_common::counter::COUNT {
+        return;
+    }
+    // SAFETY: as in `add`. The BPF target has atomic add (BPF_ATOMIC) but
+    // no compare-and-swap, so AtomicU64::fetch_add is not offered; the
+    // intrinsic compiles to the single atomic add instruction.
     unsafe {
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
             core::ptr::addr_of_mut!((*row).v[idx]),
@@ -153,18 +380,33 @@ pub fn add(row: *mut Counters, idx: usize, by: u64) {
     };
 }
 
-/// Adds `by` to counter `idx` of the row for `key`.
+/// The row an event happening on `task` right now belongs to: the syscall
+/// it is inside, or (in user mode) the method it is doing.
 #[inline(always)]
-pub fn bump(key: &CounterKey, idx: usize, by: u64) {
-    if let Some(r) = row(key) {
-        add(r, idx, by);
+pub fn row_now(task: Task) -> Option<*mut Counters> {
+    // SAFETY: this thread's live storage; only its own programs write it.
+    let st = unsafe { &mut *task.st };
+    let idx = if st.call != Call::None as u32 {
+        st.row
+    } else {
+        row_of(st, st.current, Call::None as u32)
+    };
+    row_ptr(idx)
+}
+
+/// Adds `by` to counter `idx` of the row `task` is in now (atomically: see
+/// [`add_atomic`]; the callers are the rarer, non-syscall events).
+#[inline(always)]
+pub fn bump(task: Task, idx: usize, by: u64) {
+    if let Some(r) = row_now(task) {
+        add_atomic(r, idx, by);
     }
 }
 
 #[inline(always)]
 pub fn stat_add(idx: usize, by: u64) {
     if let Some(p) = STATS.get_ptr_mut(idx as u32) {
-        // SAFETY: a live per-CPU array slot; see `add` for why atomic.
+        // SAFETY: a live per-CPU array slot; see `add_atomic` for why atomic.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, by) };
     }
 }
@@ -184,33 +426,5 @@ pub fn emit(ev: &Event) {
             stat_add(stat::EVENTS_SENT, 1);
         }
         None => stat_add(stat::EVENTS_DROPPED, 1),
-    }
-}
-
-/// The counter row key for an event happening on `task` right now: the
-/// syscall it is inside, or (in user mode) the method it is doing.
-#[inline(always)]
-pub fn key_now(task: Task) -> CounterKey {
-    let (method, call) = match THREADS.get_ptr(task.tid) {
-        Some(st) => {
-            // SAFETY: a live map value; a torn read only misattributes one
-            // event to a neighbouring method, it cannot fault.
-            let st = unsafe { &*st };
-            if st.call != zctrace_common::Call::None as u32 {
-                (st.method, st.call)
-            } else {
-                (st.current, st.call)
-            }
-        }
-        None => (
-            zctrace_common::Method::Other as u32,
-            zctrace_common::Call::None as u32,
-        ),
-    };
-    CounterKey {
-        tgid: task.tgid,
-        tid: task.tid,
-        method,
-        call,
     }
 }

@@ -3,31 +3,37 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    programs::RawTracePointContext,
+    programs::BtfTracePointContext,
 };
 use zctrace_common::{
-    Call, CallInfo, CounterKey, Event, FdKind, MSG_ERRQUEUE, MSG_ZEROCOPY, Method, SendClass,
-    ThreadState, classify, counter, derived_counter, event_kind,
+    Call, CallInfo, Event, FLAG_EXEC, FLAG_MAPS_FILE, FdKind, MSG_ERRQUEUE, MSG_ZEROCOPY, Method,
+    NO_COUNTER, SendClass, ThreadState, classify, counter, derived_counter, event_kind,
 };
 
 use crate::{
-    kernel::{call_of, changes_fds, current_comm, fd_info, layout, read_user, syscall_args},
-    state::{add, bump_epoch, current_traced, emit, epoch, events_enabled, row, thread_state},
+    kernel::{
+        PtRegs, call_of, changes_fds, current_comm, fd_info, is_exec, layout, read_user,
+        syscall_args,
+    },
+    state::{
+        add, bump_epoch, current_traced, emit, epoch, events_enabled, exit_state, row_of, row_ptr,
+    },
 };
 
-pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), ()> {
+/// `sys_enter(struct pt_regs *regs, long id)`, as a BTF tracepoint: the
+/// saved registers are read directly, without a probe-read helper.
+pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let task = current_traced().ok_or(())?;
     let nr = ctx.arg::<u64>(1);
     if changes_fds(nr) {
         bump_epoch(&task);
     }
     let call = call_of(nr);
-    let st = thread_state(task.tid).ok_or(())?;
-    // SAFETY: `st` points at this thread's map value; only this thread's
-    // own programs write it, and they do not run concurrently.
-    let st = unsafe { &mut *st };
+    // SAFETY: `st` is this thread's task storage; only this thread's own
+    // programs write it, and they do not run concurrently.
+    let st = unsafe { &mut *task.st };
     let (info, args) = if call.is_io() {
-        describe(call, ctx.arg::<u64>(0), st, epoch(&task))
+        describe(call, ctx.arg::<*const PtRegs>(0), st, epoch(&task))
     } else {
         (CallInfo::new(call), [0; 6])
     };
@@ -55,9 +61,12 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), ()> {
     st.current = next as u32;
     st.in_kind = info.in_kind as u32;
     st.out_kind = info.out_kind as u32;
-    st.flags = ThreadState::pack_flags(&info);
+    st.flags = ThreadState::pack_flags(&info) | if is_exec(nr) { FLAG_EXEC } else { 0 };
     st.send_class = SendClass::Unknown as u32;
-    // Counted at exit, with the result: one counter-row lookup a syscall.
+    st.derived = derived_counter(&info).map_or(NO_COUNTER, |c| c as u32);
+    // The call's row, found now (usually in the thread's row cache) so
+    // that sys_exit and the hooks inside the call just index it.
+    st.row = row_of(st, method as u32, call as u32);
     Ok(())
 }
 
@@ -68,41 +77,33 @@ fn overlaps(st: &ThreadState, addr: u64, len: u64) -> bool {
         && st.map_start < addr.saturating_add(len)
 }
 
-pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
-    // Thread state exists only for threads of traced processes: one lookup
-    // both filters and finds it.
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    let st = crate::state::THREADS.get_ptr_mut(tid).ok_or(())?;
-    // SAFETY: as in `try_enter`.
+/// `sys_exit(struct pt_regs *regs, long ret)`: counts the call on the row
+/// sys_enter found, with the bytes its result reports.
+pub fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    // Thread state exists only for threads of traced processes (sys_enter
+    // created it): one task-storage lookup both filters and finds it.
+    let st = exit_state().ok_or(())?;
+    // SAFETY: this thread's own storage (see `try_enter`).
     let st = unsafe { &mut *st };
     if st.call == Call::None as u32 {
         return Ok(());
     }
-    let info = st.info();
+    let call = st.call;
     st.call = Call::None as u32;
-    let key = CounterKey {
-        tgid: (pid_tgid >> 32) as u32,
-        tid,
-        method: st.method,
-        call: info.call as u32,
-    };
-    let r = row(&key).ok_or(())?;
+    let r = row_ptr(st.row).ok_or(())?;
     add(r, counter::SYSCALLS, 1);
-    if !info.call.is_io() {
-        return Ok(());
-    }
     let ret = ctx.arg::<i64>(1);
-    // A successful mmap returns the address (errors are -4095..-1).
-    if matches!(info.call, Call::Mmap) && info.maps_file && !(-4095..0).contains(&ret) {
-        st.map_start = ret as u64;
-        st.map_len = st.mmap_len;
+    if st.flags & (FLAG_EXEC | FLAG_MAPS_FILE) != 0 {
+        after_exec_or_mmap(st, ret);
     }
-    if ret > 0 && info.call.returns_bytes() {
+    let Some(info_call) = Call::from_u32(call) else {
+        return Ok(());
+    };
+    if ret > 0 && info_call.returns_bytes() {
         let bytes = ret as u64;
         add(r, counter::IO_BYTES, bytes);
-        if let Some(c) = derived_counter(&info) {
-            add(r, c, bytes);
+        if st.derived != NO_COUNTER {
+            add(r, st.derived as usize, bytes);
         }
         if let Some(c) = SendClass::from_u32(st.send_class).observed_counter() {
             add(r, c, bytes);
@@ -114,20 +115,38 @@ pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
             ts_ns: now,
             dur_ns: now.saturating_sub(st.enter_ns),
             ret,
-            tgid: key.tgid,
-            tid,
+            tgid: st.tgid,
+            tid: st.tid,
             kind: event_kind::SYSCALL,
             method: st.method,
-            call: info.call as u32,
-            in_kind: if info.in_kind as u32 != 0 {
-                info.in_kind as u32
+            call,
+            in_kind: if st.in_kind != 0 {
+                st.in_kind
             } else {
-                info.out_kind as u32
+                st.out_kind
             },
             comm: current_comm(),
         });
     }
     Ok(())
+}
+
+/// The rare tails of sys_exit, out of the hot path.
+#[inline(never)]
+fn after_exec_or_mmap(st: &mut ThreadState, ret: i64) {
+    if st.flags & FLAG_EXEC != 0 {
+        // An exec from a secondary thread takes over the leader's id, and
+        // the new program's rows are the same thread's: re-read the ids.
+        let pid_tgid = bpf_get_current_pid_tgid();
+        st.tgid = (pid_tgid >> 32) as u32;
+        st.tid = pid_tgid as u32;
+        st.forget_rows();
+    } else if !(-4095..0).contains(&ret) {
+        // A successful mmap of a file returns the address (errors are
+        // -4095..-1).
+        st.map_start = ret as u64;
+        st.map_len = st.mmap_len;
+    }
 }
 
 /// `fd_info` through the thread's two-entry cache (see ThreadState).
@@ -167,7 +186,12 @@ fn bpf_ktime_get_ns_safe() -> u64 {
 /// Reads the arguments that matter for `call`: its fds' kinds and flags,
 /// and whether written data comes from the thread's file mapping.
 #[inline(always)]
-fn describe(call: Call, regs: u64, st: &mut ThreadState, epoch: u32) -> (CallInfo, [u64; 6]) {
+fn describe(
+    call: Call,
+    regs: *const PtRegs,
+    st: &mut ThreadState,
+    epoch: u32,
+) -> (CallInfo, [u64; 6]) {
     let mut info = CallInfo::new(call);
     let Some(a) = syscall_args(regs) else {
         return (info, [0; 6]);

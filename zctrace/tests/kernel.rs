@@ -568,15 +568,16 @@ fn spawn_attach(pid: &str, report: &str) -> std::process::Child {
     zc
 }
 
-/// A shell that forks `cat big.bin` only once the test creates the file
-/// "go" (after zctrace has attached: no timing guess), then runs `tail`.
+/// A shell that forks `cat big.bin` only once the test opens the FIFO "go"
+/// for writing (after zctrace has attached: no timing guess), then runs
+/// `tail`. The shell waits in its own `read` builtin, so nothing but the
+/// cat (and `tail`) is forked for the dashboard to list.
 fn gated_cat(s: &Scratch, tail: &str) -> std::process::Child {
     let (go, big) = (s.path("go"), s.path("big.bin"));
+    let made = Command::new("mkfifo").arg(&go).status().expect("mkfifo");
+    assert!(made.success());
     Command::new("sh")
-        .args([
-            "-c",
-            &format!("while [ ! -e {go} ]; do sleep 0.05; done; cat {big} >/dev/null{tail}"),
-        ])
+        .args(["-c", &format!("read _ < {go}; cat {big} >/dev/null{tail}")])
         .spawn()
         .expect("spawn target")
 }

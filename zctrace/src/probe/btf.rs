@@ -31,8 +31,19 @@ pub struct KernelBtf {
 }
 
 impl KernelBtf {
+    #[cfg(test)]
     pub fn open(path: &Path) -> Result<Self, LayoutError> {
-        let btf = Btf::from_file(path).map_err(|source| LayoutError::Read {
+        let bytes = std::fs::read(path).map_err(|e| LayoutError::Read {
+            path: path.display().to_string(),
+            source: btf_rs::Error::from(e),
+        })?;
+        Self::parse(&bytes, path)
+    }
+
+    /// Parses BTF already read into memory (`Btf::from_file` reads through
+    /// a seeking BufReader: over 100,000 lseek calls for vmlinux).
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, LayoutError> {
+        let btf = Btf::from_bytes(bytes).map_err(|source| LayoutError::Read {
             path: path.display().to_string(),
             source,
         })?;

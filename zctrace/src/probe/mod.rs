@@ -13,11 +13,11 @@ use crate::model::{HookSet, Snapshot};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, Queue, RingBuf},
     programs::{BtfTracePoint, FExit, KProbe, RawTracePoint},
 };
 use thiserror::Error;
-use zctrace_common::{CounterKey, Counters, Settings, config, stat};
+use zctrace_common::{CounterKey, Counters, MAX_COUNTER_ROWS, Settings, config, stat};
 
 use self::btf::{KernelBtf, LayoutError, VMLINUX_BTF};
 
@@ -59,7 +59,7 @@ const HOOKS: &[HookSpec] = &[
     HookSpec {
         program: "sys_enter",
         target: "sys_enter",
-        kind: Kind::RawTracepoint,
+        kind: Kind::BtfTracepoint,
         tier: Tier::Tracepoint,
         required: true,
         purpose: "syscall entry: which call, which fds, which method",
@@ -67,7 +67,7 @@ const HOOKS: &[HookSpec] = &[
     HookSpec {
         program: "sys_exit",
         target: "sys_exit",
-        kind: Kind::RawTracepoint,
+        kind: Kind::BtfTracepoint,
         tier: Tier::Tracepoint,
         required: true,
         purpose: "syscall result: bytes moved",
@@ -244,6 +244,15 @@ const COPY_SITE_CORE: [&str; 5] = [
     "tcp_sendmsg_locked",
 ];
 
+/// How many counter rows to make: MAX_COUNTER_ROWS, or fewer where that
+/// many per-CPU rows would take more than 64 MiB (many CPUs).
+fn row_capacity() -> u32 {
+    const BUDGET: usize = 64 << 20;
+    let cpus = aya::util::nr_cpus().unwrap_or(1).max(1);
+    let fit = BUDGET / (std::mem::size_of::<Counters>() * cpus);
+    (fit as u32).clamp(1024, MAX_COUNTER_ROWS)
+}
+
 /// What became of one hook.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct HookStatus {
@@ -269,6 +278,8 @@ pub enum ProbeError {
     MissingMap(&'static str),
     #[error("eBPF map access failed: {0}")]
     Map(#[from] aya::maps::MapError),
+    #[error("cannot count the CPUs: {0}")]
+    Cpus(std::io::Error),
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -298,17 +309,30 @@ pub struct Stats {
 
 impl Probes {
     pub fn load(opts: ProbeOptions) -> Result<Self, ProbeError> {
-        let kernel_btf = KernelBtf::open(Path::new(VMLINUX_BTF))?;
+        // Read once, parsed twice: for the layout (btf-rs gives member
+        // offsets) and for aya (to load the BTF programs).
+        let raw_btf = std::fs::read(VMLINUX_BTF).map_err(|e| LayoutError::Read {
+            path: VMLINUX_BTF.to_owned(),
+            source: btf_rs::Error::from(e),
+        })?;
+        let kernel_btf = KernelBtf::parse(&raw_btf, Path::new(VMLINUX_BTF))?;
         let layout = kernel_btf.kernel_layout()?;
         let settings = Settings {
             trace_all: u32::from(opts.trace_all),
             follow_forks: u32::from(opts.follow_forks),
         };
-        let aya_btf = aya::Btf::from_sys_fs().ok();
+        let aya_btf = aya::Btf::parse(&raw_btf, aya::Endianness::default()).ok();
+        let rows = row_capacity();
         let mut ebpf = EbpfLoader::new()
             .btf(aya_btf.as_ref())
+            // THREADS is task storage, which aya creates but has no type for.
+            .allow_unsupported_maps()
             .override_global("LAYOUT", &layout, true)
             .override_global("SETTINGS", &settings, true)
+            .map_max_entries("ROWS", rows)
+            .map_max_entries("ROW_INDEX", rows)
+            .map_max_entries("FREE_ROWS", rows)
+            .override_global("ROW_CAPACITY", &rows, true)
             .load(EBPF_OBJECT)?;
         let mut hooks = Vec::with_capacity(HOOKS.len());
         for spec in HOOKS {
@@ -338,7 +362,10 @@ impl Probes {
     /// many hooks attached.
     pub fn load_floor() -> Result<(Self, usize), ProbeError> {
         let aya_btf = aya::Btf::from_sys_fs().ok();
-        let mut ebpf = EbpfLoader::new().btf(aya_btf.as_ref()).load(EBPF_OBJECT)?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(aya_btf.as_ref())
+            .allow_unsupported_maps()
+            .load(EBPF_OBJECT)?;
         let mut attached = 0;
         let raw: Vec<&str> = HOOKS
             .iter()
@@ -352,13 +379,17 @@ impl Probes {
                 attached += usize::from(p.attach(t).is_ok());
             }
         }
-        if let (Some(btf), Some(p)) = (
-            aya_btf.as_ref(),
-            ebpf.program_mut("floor_tcp_sendmsg_locked"),
-        ) && let Ok(p) = <&mut BtfTracePoint>::try_from(p)
-            && p.load("tcp_sendmsg_locked", btf).is_ok()
-        {
-            attached += usize::from(p.attach().is_ok());
+        // One empty BTF tracepoint program per BTF tracepoint hook, named
+        // floor_<target>.
+        for h in HOOKS.iter().filter(|h| h.kind == Kind::BtfTracepoint) {
+            if let (Some(btf), Some(p)) = (
+                aya_btf.as_ref(),
+                ebpf.program_mut(&format!("floor_{}", h.target)),
+            ) && let Ok(p) = <&mut BtfTracePoint>::try_from(p)
+                && p.load(h.target, btf).is_ok()
+            {
+                attached += usize::from(p.attach().is_ok());
+            }
         }
         Ok((
             Self {
@@ -408,11 +439,13 @@ impl Probes {
         Ok(())
     }
 
-    /// Removes a process from the traced set.
+    /// Removes a process from the traced set. Its threads keep their
+    /// kernel-side state until their next probe sees the new generation,
+    /// checks the set, and drops it.
     pub fn untrace_pid(&mut self, tgid: u32) -> Result<(), ProbeError> {
         let mut traced: HashMap<_, u32, u32> = HashMap::try_from(self.map_mut("TRACED")?)?;
         traced.remove(&tgid)?;
-        Ok(())
+        self.bump_generation()
     }
 
     /// Turns the per-syscall event stream on or off.
@@ -433,12 +466,15 @@ impl Probes {
 
     /// Reads every counter row, summing the per-CPU values.
     pub fn snapshot(&self) -> Result<Snapshot, ProbeError> {
-        let map: PerCpuHashMap<_, CounterKey, Counters> =
-            PerCpuHashMap::try_from(self.map("COUNTERS")?)?;
+        let index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map("ROW_INDEX")?)?;
+        let values: PerCpuArray<_, Counters> = PerCpuArray::try_from(self.map("ROWS")?)?;
         let mut rows = BTreeMap::new();
-        for item in map.iter() {
-            // A row deleted between listing and reading is simply skipped.
-            let Ok((key, per_cpu)) = item else { continue };
+        for item in index.iter() {
+            // A row recycled between listing and reading is simply skipped.
+            let Ok((key, idx)) = item else { continue };
+            let Ok(per_cpu) = values.get(&idx, 0) else {
+                continue;
+            };
             let mut sum = Counters::ZERO;
             for c in per_cpu.iter() {
                 sum.add(c);
@@ -448,21 +484,47 @@ impl Probes {
         Ok(Snapshot { rows })
     }
 
-    /// Deletes the counter rows of these threads (finished demo runs whose
-    /// numbers the dashboard has kept), so `demo --loop` never fills the map.
+    /// Recycles the counter rows of these threads (finished demo runs whose
+    /// numbers the dashboard has kept), so `demo --loop` never runs out of
+    /// rows: each loses its index entry, is zeroed, and goes back on the
+    /// free list.
     pub fn remove_rows(&mut self, tids: &[u32]) -> Result<usize, ProbeError> {
-        let mut map: PerCpuHashMap<_, CounterKey, Counters> =
-            PerCpuHashMap::try_from(self.map_mut("COUNTERS")?)?;
-        let doomed: Vec<CounterKey> = map
-            .keys()
+        let mut index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map_mut("ROW_INDEX")?)?;
+        let doomed: Vec<(CounterKey, u32)> = index
+            .iter()
             .filter_map(Result::ok)
-            .filter(|k| tids.contains(&k.tid))
+            .filter(|(k, _)| tids.contains(&k.tid))
             .collect();
-        for k in &doomed {
+        let mut freed = Vec::with_capacity(doomed.len());
+        for (k, idx) in &doomed {
             // A row already gone is fine.
-            let _ = map.remove(k);
+            if index.remove(k).is_ok() {
+                freed.push(*idx);
+            }
         }
-        Ok(doomed.len())
+        let mut values: PerCpuArray<_, Counters> = PerCpuArray::try_from(self.map_mut("ROWS")?)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+        for idx in &freed {
+            let zeros =
+                PerCpuValues::try_from(vec![Counters::ZERO; cpus]).map_err(ProbeError::Cpus)?;
+            values.set(*idx, zeros, 0)?;
+        }
+        let mut free: Queue<_, u32> = Queue::try_from(self.map_mut("FREE_ROWS")?)?;
+        for idx in &freed {
+            free.push(idx, 0)?;
+        }
+        // Threads that cached a recycled row forget their caches.
+        self.bump_generation()?;
+        Ok(freed.len())
+    }
+
+    /// Makes every thread re-check its state against the traced set and
+    /// forget its cached counter rows (see `config::GENERATION`).
+    fn bump_generation(&mut self) -> Result<(), ProbeError> {
+        let mut cfg: Array<_, u32> = Array::try_from(self.map_mut("CONFIG")?)?;
+        let generation = cfg.get(&config::GENERATION, 0)?;
+        cfg.set(config::GENERATION, generation.wrapping_add(1), 0)?;
+        Ok(())
     }
 
     pub fn stats(&self) -> Result<Stats, ProbeError> {
