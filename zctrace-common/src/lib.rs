@@ -10,6 +10,18 @@
 /// power of two). Two processes sharing a slot only invalidate each other's
 /// fd-kind caches more often; they never read a stale kind.
 pub const EPOCH_SLOTS: u32 = 4_096;
+/// Slots of the kernel's thread table (a power of two).
+pub const THREAD_SLOTS: u32 = 1 << THREAD_SLOT_BITS;
+const THREAD_SLOT_BITS: u32 = 14;
+
+/// The thread-table slot of the thread whose saved user registers are at
+/// `regs` (`task_pt_regs`, at the top of its kernel stack). Kernel stacks
+/// are 16 KiB or more apart, so the address above bit 14 tells threads
+/// apart; a multiplicative hash spreads those bits over the table.
+pub const fn thread_slot(regs: u64) -> u32 {
+    ((regs >> 14) as u32).wrapping_mul(0x9E37_79B9) >> (32 - THREAD_SLOT_BITS)
+}
+
 /// Upper bound on traced processes.
 pub const MAX_PROCESSES: u32 = 4_096;
 /// Upper bound on (process, thread, method, call) counter rows.
@@ -605,6 +617,9 @@ impl Default for Counters {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ThreadState {
     pub enter_ns: u64,
+    /// Address of the thread's saved user registers while it holds a slot
+    /// of the kernel's thread table (0: the slot is free).
+    pub owner: u64,
     /// The thread's last shared file mapping: start address and length.
     pub map_start: u64,
     pub map_len: u64,
@@ -666,6 +681,7 @@ pub const FLAG_EXEC: u32 = 1 << 5;
 impl ThreadState {
     pub const NEW: ThreadState = ThreadState {
         enter_ns: 0,
+        owner: 0,
         map_start: 0,
         map_len: 0,
         mmap_len: 0,

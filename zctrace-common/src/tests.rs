@@ -224,7 +224,7 @@ fn shared_types_have_no_padding() {
     use core::mem::size_of;
     assert_eq!(size_of::<CounterKey>(), 16);
     assert_eq!(size_of::<Counters>(), 8 * counter::COUNT);
-    assert_eq!(size_of::<ThreadState>(), 152);
+    assert_eq!(size_of::<ThreadState>(), 160);
     assert_eq!(size_of::<Event>(), 64);
     assert_eq!(size_of::<KernelLayout>(), 4 * 19);
 }
@@ -287,4 +287,25 @@ fn row_cache_finds_recent_rows_and_replaces_the_oldest() {
     st.forget_rows();
     assert_eq!(st.cached_row(4, 1), None);
     assert_eq!(st.cached_row(3, 2), None);
+}
+
+#[test]
+fn thread_slots_are_in_range_and_spread_neighbouring_stacks() {
+    // Stacks 16 KiB and 32 KiB apart (vmalloc'd stacks with guard pages),
+    // as the kernel hands them to the threads of one process.
+    for stride in [16u64 << 10, 32 << 10] {
+        let base = 0xffff_c900_0000_0000u64 + 0x3f58;
+        let mut seen = [false; THREAD_SLOTS as usize];
+        let mut collisions = 0;
+        for i in 0..1024 {
+            let slot = thread_slot(base + i * stride);
+            assert!(slot < THREAD_SLOTS);
+            collisions += usize::from(seen[slot as usize]);
+            seen[slot as usize] = true;
+        }
+        assert!(
+            collisions < 40,
+            "{collisions} of 1024 collide at stride {stride}"
+        );
+    }
 }

@@ -30,7 +30,10 @@ pub fn try_skb_copy(ctx: &RawTracePointContext) -> Result<(), ()> {
 /// The first sighting per syscall classifies the whole call.
 pub fn try_tcp_sendmsg(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let task = current_traced().ok_or(())?;
-    // SAFETY: this thread's own storage (see syscalls::try_enter).
+    if task.st.is_null() {
+        return Ok(());
+    }
+    // SAFETY: this thread's own state (see syscalls::try_enter).
     let st = unsafe { &mut *task.st };
     if st.call == Call::None as u32 || st.send_class != SendClass::Unknown as u32 {
         return Ok(());

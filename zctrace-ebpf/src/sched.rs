@@ -6,10 +6,7 @@ use zctrace_common::{Event, counter, event_kind, stat};
 
 use crate::{
     kernel::{current_comm, layout, read},
-    state::{
-        TRACED, add, bump, current_traced, delete_current_state, emit, exit_state, row_ptr,
-        settings, stat_add,
-    },
+    state::{TRACED, add, bump, current_traced, emit, exiting_state, row_ptr, settings, stat_add},
 };
 
 /// `sched_switch(preempt, prev, next, prev_state)` runs on the CPU that
@@ -77,16 +74,13 @@ pub fn try_exit(_ctx: &RawTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // A call that never returns (exit, exit_group) is counted here.
-    if let Some(st) = exit_state() {
-        // SAFETY: this thread's own storage, read before it is freed.
-        let st = unsafe { &*st };
+    exiting_state(|st| {
         if st.call != zctrace_common::Call::None as u32
             && let Some(r) = row_ptr(st.row)
         {
             add(r, counter::SYSCALLS, 1);
         }
-        delete_current_state();
-    }
+    });
     if tid != tgid || TRACED.get_ptr(tgid).is_none() {
         return Ok(());
     }

@@ -10,15 +10,20 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, BPF_NOEXIST, bpf_map_type},
     helpers::{
         bpf_get_current_pid_tgid,
-        generated::{bpf_get_current_task_btf, bpf_task_storage_delete, bpf_task_storage_get},
+        generated::{
+            bpf_get_current_task_btf, bpf_task_pt_regs, bpf_task_storage_delete,
+            bpf_task_storage_get,
+        },
     },
     macros::{btf_map, map},
     maps::{Array, HashMap, PerCpuArray, Queue, RingBuf},
 };
 use zctrace_common::{
     Call, CounterKey, Counters, EPOCH_SLOTS, EVENT_RING_BYTES, Event, MAX_COUNTER_ROWS,
-    MAX_PROCESSES, NO_ROW, Settings, ThreadState, config, stat,
+    MAX_PROCESSES, NO_ROW, Settings, THREAD_SLOTS, ThreadState, config, stat, thread_slot,
 };
+
+use crate::kernel::PtRegs;
 
 /// Traced processes (tgid -> 1), maintained by userspace and by fork/exit.
 /// Only consulted when a thread has no state yet (or its state predates
@@ -58,8 +63,22 @@ impl<T> TaskStorage<T> {
     }
 }
 
+/// Thread states of traced threads, direct-mapped by the address of the
+/// thread's saved user registers (see `zctrace_common::thread_slot`):
+/// unique per live thread, and handed to sys_enter and sys_exit as their
+/// first argument, so the hot path finds the state with no helper call
+/// and no hashing. A thread whose slot another holds keeps its state in
+/// task storage (THREADS) instead.
+#[map]
+pub static THREAD_TABLE: Array<ThreadState> = Array::with_max_entries(THREAD_SLOTS, 0);
+
+/// Who holds each table slot: a slot belongs to the thread whose insert
+/// succeeded, so two threads never share one.
+#[map]
+pub static SLOT_CLAIMS: HashMap<u32, u64> = HashMap::with_max_entries(THREAD_SLOTS, 0);
+
 /// Per-thread state (in-flight syscall, current method, fd-kind cache) of
-/// threads of traced processes.
+/// traced threads that have no table slot.
 #[btf_map]
 pub static THREADS: TaskStorage<ThreadState> = TaskStorage::new();
 
@@ -121,7 +140,8 @@ pub fn settings() -> Settings {
     unsafe { core::ptr::read_volatile(&SETTINGS) }
 }
 
-/// The current task, when its process is traced, with its thread state.
+/// The current task, when its process is traced, with its thread state
+/// (null for a thread that has made no syscall yet: see `current_traced`).
 #[derive(Clone, Copy)]
 pub struct Task {
     pub tgid: u32,
@@ -134,62 +154,167 @@ fn config(idx: u32) -> u32 {
     CONFIG.get(idx).copied().unwrap_or(0)
 }
 
-/// The current thread's state if it has one of the current generation:
-/// the fast path, one task-storage lookup and no hashing.
+/// One scratch word per CPU (see `regs_addr`).
+#[map]
+static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The address of a `pt_regs` as a plain number. The verifier types the
+/// pointer (a BTF pointer) and refuses arithmetic on it, but map memory is
+/// untyped: stored there and loaded back it is a number (programs loaded
+/// with CAP_PERFMON, as zctrace's are, may store pointers in maps). The
+/// word is per CPU; should another program on this CPU overwrite it in
+/// between, the number read back differs from the pointer and the caller
+/// takes the slow path.
 #[inline(always)]
-pub fn current_state() -> Option<*mut ThreadState> {
-    // SAFETY: the helpers take the map and the current task (never null).
-    let st = unsafe {
-        bpf_task_storage_get(
-            THREADS.as_ptr(),
-            bpf_get_current_task_btf(),
-            ptr::null_mut(),
-            0,
-        )
+pub fn regs_addr(regs: *const PtRegs) -> u64 {
+    let Some(cell) = SCRATCH.get_ptr_mut(0) else {
+        return NO_REGS;
+    };
+    // SAFETY: a live per-CPU map value of this CPU.
+    unsafe {
+        ptr::write_volatile(cell, regs as u64);
+        let v = ptr::read_volatile(cell);
+        if v == regs as u64 && v != 0 {
+            v
+        } else {
+            NO_REGS
+        }
     }
-    .cast::<ThreadState>();
-    // SAFETY: a non-null result is this task's live storage.
-    (!st.is_null() && unsafe { (*st).generation } == config(config::GENERATION)).then_some(st)
 }
 
-/// The current task if its process is traced: its thread state, created
-/// on first sight, and checked against the traced set only then and after
-/// a process left the set.
+/// `regs_addr`'s "unknown": never a slot's owner (free slots hold 0, and
+/// no pt_regs lies at the top of the address space), never claims one.
+const NO_REGS: u64 = u64::MAX;
+
+/// The current task's saved user registers, for the hooks that are not
+/// handed them (two helper calls; sys_enter and sys_exit get them free).
+#[inline(always)]
+fn current_regs() -> u64 {
+    // SAFETY: the helpers take the current task, which is never null.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) };
+    regs_addr(regs as *const PtRegs)
+}
+
+#[inline(always)]
+fn task_of(st: *mut ThreadState) -> Task {
+    // SAFETY: live thread state (table slot or task storage).
+    let (tgid, tid) = unsafe { ((*st).tgid, (*st).tid) };
+    Task { tgid, tid, st }
+}
+
+/// sys_enter's lookup: the state of the thread whose saved registers are
+/// at `regs`, if its process is traced, created on first sight (in its
+/// table slot when that is free). The common case is one array index and
+/// two compares: no helper call, no hashing.
+#[inline(always)]
+pub fn enter_task(regs: u64) -> Option<Task> {
+    let idx = thread_slot(regs);
+    let slot = THREAD_TABLE.get_ptr_mut(idx)?;
+    // SAFETY: a live table value (only its owner writes it).
+    let s = unsafe { &*slot };
+    if s.owner == regs && s.generation == config(config::GENERATION) {
+        return Some(Task {
+            tgid: s.tgid,
+            tid: s.tid,
+            st: slot,
+        });
+    }
+    resolve(regs, idx, slot, true)
+}
+
+/// The current task if its process is traced, for every hook but
+/// sys_enter/sys_exit. These never claim a table slot (some run after a
+/// thread's exit was seen, as its files close, and a slot claimed then
+/// would outlive the thread) and create no state: a thread that has made
+/// no syscall yet (a new child's first page faults) gets a null state and
+/// is counted as doing no particular method.
 #[inline(always)]
 pub fn current_traced() -> Option<Task> {
-    let st = match current_state() {
-        Some(st) => st,
-        None => slow_path()?,
-    };
-    // SAFETY: this thread's live storage.
-    let (tgid, tid) = unsafe { ((*st).tgid, (*st).tid) };
-    Some(Task { tgid, tid, st })
+    let regs = current_regs();
+    let idx = thread_slot(regs);
+    let slot = THREAD_TABLE.get_ptr_mut(idx)?;
+    // SAFETY: as in `enter_task`.
+    let s = unsafe { &*slot };
+    if s.owner == regs && s.generation == config(config::GENERATION) {
+        return Some(task_of(slot));
+    }
+    resolve(regs, idx, slot, false)
 }
 
+/// Everything but the fast path: a thread seen for the first time, one
+/// whose state predates the last generation bump, or one living in task
+/// storage because another thread holds its slot.
 #[inline(never)]
-fn slow_path() -> Option<*mut ThreadState> {
+fn resolve(regs: u64, idx: u32, slot: *mut ThreadState, claim: bool) -> Option<Task> {
+    let generation = config(config::GENERATION);
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: as in `current_state`.
-    let task = unsafe { bpf_get_current_task_btf() };
     let traced = if settings().trace_all != 0 {
         // The idle task is not a process anyone traces.
         tgid != 0
     } else {
         TRACED.get_ptr(tgid).is_some()
     };
+    // SAFETY: a live table value; this thread writes it only if it owns
+    // it or wins its claim.
+    let s = unsafe { &mut *slot };
+    if s.owner == regs {
+        // The thread's own slot, from before the last generation bump.
+        if !traced {
+            release(idx, s);
+            return None;
+        }
+        renew(s, generation);
+        return Some(task_of(slot));
+    }
     if !traced {
-        // State left from before the process left the set goes now.
-        // SAFETY: the current task; deleting absent storage is harmless.
-        unsafe { bpf_task_storage_delete(THREADS.as_ptr(), task) };
         return None;
     }
+    // SAFETY: the current task, never null.
+    let task = unsafe { bpf_get_current_task_btf() };
+    // SAFETY: looks up (no create) this task's storage.
+    let stored = unsafe { bpf_task_storage_get(THREADS.as_ptr(), task, ptr::null_mut(), 0) }
+        .cast::<ThreadState>();
+    if claim
+        && regs != NO_REGS
+        && s.owner == 0
+        && SLOT_CLAIMS.insert(idx, regs, BPF_NOEXIST.into()).is_ok()
+    {
+        // The slot is ours: start from the thread's stored state if it
+        // has one (then drop that), else afresh. Owner last.
+        if stored.is_null() {
+            *s = ThreadState::NEW;
+            s.tgid = tgid;
+            s.tid = pid_tgid as u32;
+        } else {
+            // SAFETY: live storage of this task, copied then deleted.
+            unsafe {
+                *s = *stored;
+                bpf_task_storage_delete(THREADS.as_ptr(), task);
+            }
+        }
+        renew(s, generation);
+        s.owner = regs;
+        return Some(task_of(slot));
+    }
+    if !stored.is_null() {
+        // SAFETY: live storage of this task.
+        renew(unsafe { &mut *stored }, generation);
+        return Some(task_of(stored));
+    }
+    if !claim {
+        return Some(Task {
+            tgid,
+            tid: pid_tgid as u32,
+            st: ptr::null_mut(),
+        });
+    }
+    // sys_enter of a thread whose slot another thread holds: task storage.
     let mut new = ThreadState::NEW;
-    new.generation = config(config::GENERATION);
+    new.generation = generation;
     new.tgid = tgid;
     new.tid = pid_tgid as u32;
-    // SAFETY: creates this task's storage from `new` if it has none, else
-    // returns the existing one.
+    // SAFETY: creates this task's storage from `new`.
     let st = unsafe {
         bpf_task_storage_get(
             THREADS.as_ptr(),
@@ -203,24 +328,44 @@ fn slow_path() -> Option<*mut ThreadState> {
         stat_add(stat::THREAD_MAP_FULL, 1);
         return None;
     }
-    // SAFETY: live storage of this task. An older generation is renewed,
-    // and the rows it cached may have been recycled since: forget them
-    // (the call in flight keeps its row: userspace recycles only rows of
-    // threads that are gone).
-    unsafe {
-        if (*st).generation != new.generation {
-            (*st).generation = new.generation;
-            (*st).forget_rows();
-        }
-    }
-    Some(st)
+    Some(task_of(st))
 }
 
-/// The current thread's state for sys_exit: whatever its generation (a
-/// call in flight when a process leaves the set is still counted).
+/// Brings a state to the current generation: the rows it cached may have
+/// been recycled since, so it forgets them (the call in flight keeps its
+/// row: userspace recycles only rows of threads that are gone).
 #[inline(always)]
-pub fn exit_state() -> Option<*mut ThreadState> {
-    // SAFETY: as in `current_state`.
+fn renew(s: &mut ThreadState, generation: u32) {
+    if s.generation != generation {
+        s.generation = generation;
+        s.forget_rows();
+    }
+}
+
+/// Gives a table slot up (owner first, so no one mistakes it for theirs).
+#[inline(always)]
+fn release(idx: u32, s: &mut ThreadState) {
+    s.owner = 0;
+    let _ = SLOT_CLAIMS.remove(idx);
+}
+
+/// sys_exit's lookup, whatever the generation (a call in flight when a
+/// process leaves the set is still counted): the thread's table slot, else
+/// its task storage.
+#[inline(always)]
+pub fn exit_state(regs: u64) -> Option<*mut ThreadState> {
+    let slot = THREAD_TABLE.get_ptr_mut(thread_slot(regs))?;
+    // SAFETY: a live table value.
+    if unsafe { (*slot).owner } == regs {
+        return Some(slot);
+    }
+    stored_state()
+}
+
+/// The current task's state in task storage, if any.
+#[inline(never)]
+fn stored_state() -> Option<*mut ThreadState> {
+    // SAFETY: looks up (no create) the current task's storage.
     let st = unsafe {
         bpf_task_storage_get(
             THREADS.as_ptr(),
@@ -233,11 +378,27 @@ pub fn exit_state() -> Option<*mut ThreadState> {
     (!st.is_null()).then_some(st)
 }
 
-/// Deletes the current thread's state (at its exit).
+/// At a thread's exit: its state (whichever home it has), for the call
+/// that never returns to be counted, then `done` frees it.
 #[inline(always)]
-pub fn delete_current_state() {
-    // SAFETY: the current task; deleting absent storage is harmless.
-    unsafe { bpf_task_storage_delete(THREADS.as_ptr(), bpf_get_current_task_btf()) };
+pub fn exiting_state(done: impl FnOnce(&ThreadState)) {
+    let regs = current_regs();
+    let idx = thread_slot(regs);
+    if let Some(slot) = THREAD_TABLE.get_ptr_mut(idx) {
+        // SAFETY: a live table value.
+        let s = unsafe { &mut *slot };
+        if s.owner == regs {
+            done(s);
+            release(idx, s);
+            return;
+        }
+    }
+    if let Some(st) = stored_state() {
+        // SAFETY: live storage of the current task.
+        done(unsafe { &*st });
+        // SAFETY: the current task.
+        unsafe { bpf_task_storage_delete(THREADS.as_ptr(), bpf_get_current_task_btf()) };
+    }
 }
 
 #[inline(always)]
@@ -384,7 +545,16 @@ pub fn add_atomic(row: *mut Counters, idx: usize, by: u64) {
 /// it is inside, or (in user mode) the method it is doing.
 #[inline(always)]
 pub fn row_now(task: Task) -> Option<*mut Counters> {
-    // SAFETY: this thread's live storage; only its own programs write it.
+    if task.st.is_null() {
+        let key = CounterKey {
+            tgid: task.tgid,
+            tid: task.tid,
+            method: zctrace_common::Method::Other as u32,
+            call: Call::None as u32,
+        };
+        return row_ptr(row_index(&key)?);
+    }
+    // SAFETY: this thread's live state; only its own programs write it.
     let st = unsafe { &mut *task.st };
     let idx = if st.call != Call::None as u32 {
         st.row

@@ -16,14 +16,16 @@ use crate::{
         syscall_args,
     },
     state::{
-        add, bump_epoch, current_traced, emit, epoch, events_enabled, exit_state, row_of, row_ptr,
+        add, bump_epoch, emit, enter_task, epoch, events_enabled, exit_state, regs_addr, row_of,
+        row_ptr,
     },
 };
 
 /// `sys_enter(struct pt_regs *regs, long id)`, as a BTF tracepoint: the
 /// saved registers are read directly, without a probe-read helper.
 pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let task = current_traced().ok_or(())?;
+    let regs = ctx.arg::<*const PtRegs>(0);
+    let task = enter_task(regs_addr(regs)).ok_or(())?;
     let nr = ctx.arg::<u64>(1);
     if changes_fds(nr) {
         bump_epoch(&task);
@@ -33,7 +35,7 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // programs write it, and they do not run concurrently.
     let st = unsafe { &mut *task.st };
     let (info, args) = if call.is_io() {
-        describe(call, ctx.arg::<*const PtRegs>(0), st, epoch(&task))
+        describe(call, regs, st, epoch(&task))
     } else {
         (CallInfo::new(call), [0; 6])
     };
@@ -81,8 +83,8 @@ fn overlaps(st: &ThreadState, addr: u64, len: u64) -> bool {
 /// sys_enter found, with the bytes its result reports.
 pub fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // Thread state exists only for threads of traced processes (sys_enter
-    // created it): one task-storage lookup both filters and finds it.
-    let st = exit_state().ok_or(())?;
+    // created it): one lookup both filters and finds it.
+    let st = exit_state(regs_addr(ctx.arg::<*const PtRegs>(0))).ok_or(())?;
     // SAFETY: this thread's own storage (see `try_enter`).
     let st = unsafe { &mut *st };
     if st.call == Call::None as u32 {
