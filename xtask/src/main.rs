@@ -57,8 +57,9 @@ enum Cmd {
     /// Measure zctrace's overhead on syscall-heavy workloads (interleaved
     /// bare / traced runs) and regenerate BENCHMARKS.md.
     Bench {
-        /// Rounds per workload and mode.
-        #[arg(long, default_value_t = 7)]
+        /// Rounds per workload for bare, floor and zctrace (the slower
+        /// tracers run at most 5 and 3).
+        #[arg(long, default_value_t = 11)]
         rounds: usize,
     },
     /// Boot Debian's 6.1 and 6.12 kernels in QEMU and run zctrace's probe
@@ -531,14 +532,14 @@ fn bench(rounds: usize) -> Result<()> {
         },
         Workload {
             name: "read+write 4 KiB",
-            what: "64 MiB cached file to a loopback TCP socket in 4 KiB read()/write() pairs (zctrace workload)",
-            argv: w(&["workload", "read-write", "--size", "64M", "--chunk", "4K"]),
+            what: "256 MiB cached file to a loopback TCP socket in 4 KiB read()/write() pairs (zctrace workload)",
+            argv: w(&["workload", "read-write", "--size", "256M", "--chunk", "4K"]),
             parse: workload_seconds,
         },
         Workload {
             name: "sendfile 64 KiB",
-            what: "64 MiB cached file to a loopback TCP socket in 64 KiB sendfile() calls (zctrace workload)",
-            argv: w(&["workload", "sendfile", "--size", "64M", "--chunk", "64K"]),
+            what: "256 MiB cached file to a loopback TCP socket in 64 KiB sendfile() calls (zctrace workload)",
+            argv: w(&["workload", "sendfile", "--size", "256M", "--chunk", "64K"]),
             parse: workload_seconds,
         },
         Workload {
@@ -701,11 +702,102 @@ fn bench(rounds: usize) -> Result<()> {
          | workload | zctrace CPU ms | workload ms (traced) |\n|---|---|---|\n{own_cpu}",
         median(&load)
     );
+    doc += &hook_costs(&bin, &workloads)?;
     doc += &throughput_table(&bin, rounds.min(3))?;
     let path = workspace_root().join("BENCHMARKS.md");
     std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("xtask: wrote {}", path.display());
     Ok(())
+}
+
+/// What each of zctrace's programs costs per run, as the kernel itself
+/// measures it (`kernel.bpf_stats_enabled`: run count and total run time
+/// per program), for each workload traced with `zctrace run`, and the
+/// floor's empty programs on the first workload for comparison.
+fn hook_costs(bin: &str, workloads: &[Workload]) -> Result<String> {
+    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = std::fs::read_to_string(STATS)
+        .with_context(|| format!("reading {STATS}"))?
+        .trim()
+        .to_owned();
+    let mut doc = String::from(
+        "\n## Cost per hook\n\nAverage time per run of each program, from the kernel's own \
+         accounting (`kernel.bpf_stats_enabled`), with the workload traced by `zctrace run`; \
+         programs that did not run are left out. The accounting itself reads the clock twice \
+         per run: the floor's empty programs show what that and the call cost.\n\n\
+         | workload | program | runs | ns per run |\n|---|---|---|---|\n",
+    );
+    let result = (|| -> Result<()> {
+        std::fs::write(STATS, "1")?;
+        for (i, wl) in workloads.iter().enumerate() {
+            let mut rows = program_costs(bin, "run", &wl.argv)?;
+            if i == 0 {
+                rows.extend(
+                    program_costs(bin, "floor", &wl.argv)?
+                        .into_iter()
+                        .filter(|(name, ..)| name.starts_with("floor_")),
+                );
+            }
+            for (name, runs, ns) in rows {
+                doc += &format!("| {} | {name} | {runs} | {ns:.0} |\n", wl.name);
+            }
+        }
+        Ok(())
+    })();
+    let _ = std::fs::write(STATS, &before);
+    result?;
+    Ok(doc)
+}
+
+/// Runs `argv` under `zctrace <how>` and lists, from bpftool while the
+/// programs are still loaded, the (name, runs, ns per run) of those that
+/// ran: zctrace's own (the ones using its thread table) and the floor's.
+fn program_costs(bin: &str, how: &str, argv: &[String]) -> Result<Vec<(String, u64, f64)>> {
+    let dump = std::env::temp_dir().join(format!("zctrace-bench-{}", std::process::id()));
+    let quoted: Vec<String> = argv.iter().map(|a| format!("'{a}'")).collect();
+    let script = format!(
+        "{} >/dev/null 2>&1; bpftool prog show -j > {d}.p; bpftool map show -j > {d}.m",
+        quoted.join(" "),
+        d = dump.display()
+    );
+    let mut cmd = Command::new(bin);
+    if how == "run" {
+        cmd.args(["run", "-o", "/dev/null"]);
+    } else {
+        cmd.arg(how);
+    }
+    run(cmd.args(["--", "sh", "-c", &script]))?;
+    let read = |ext: &str| -> Result<Vec<serde_json::Value>> {
+        let f = format!("{}.{ext}", dump.display());
+        let v = serde_json::from_str(&std::fs::read_to_string(&f)?)?;
+        let _ = std::fs::remove_file(&f);
+        Ok(v)
+    };
+    let (progs, maps) = (read("p")?, read("m")?);
+    let table: Vec<u64> = maps
+        .iter()
+        .filter(|m| m["name"].as_str() == Some("THREAD_TABLE"))
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    let ours = |p: &serde_json::Value| {
+        p["name"].as_str().is_some_and(|n| n.starts_with("floor_"))
+            || p["map_ids"].as_array().is_some_and(|ids| {
+                ids.iter()
+                    .any(|i| i.as_u64().is_some_and(|i| table.contains(&i)))
+            })
+    };
+    let mut rows: Vec<(String, u64, f64)> = progs
+        .iter()
+        .filter(|p| ours(p))
+        .filter_map(|p| {
+            let runs = p["run_cnt"].as_u64()?;
+            let ns = p["run_time_ns"].as_u64()?;
+            let name = p["name"].as_str()?.to_owned();
+            (runs > 0).then(|| (name, runs, ns as f64 / runs as f64))
+        })
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+    Ok(rows)
 }
 
 /// Bare throughput of every demo method (256 MiB, 64 KiB chunks) next to

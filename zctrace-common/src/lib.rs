@@ -849,6 +849,12 @@ pub mod config {
     /// rows are recycled: thread state of an older generation is checked
     /// against the set again and forgets its cached rows.
     pub const GENERATION: u32 = 1;
+    /// Non-zero: threads may claim slots of the thread table. Userspace
+    /// sets it once `sched_process_exit` is attached (slots are released
+    /// there: without it a dead thread's slot could pass to the next
+    /// thread on the same stack); tests leave it off to exercise the task
+    /// storage path, which threads whose slot another holds take.
+    pub const THREAD_TABLE: u32 = 2;
     pub const COUNT: u32 = 4;
 }
 

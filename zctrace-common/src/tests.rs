@@ -227,6 +227,7 @@ fn shared_types_have_no_padding() {
     assert_eq!(size_of::<ThreadState>(), 160);
     assert_eq!(size_of::<Event>(), 64);
     assert_eq!(size_of::<KernelLayout>(), 4 * 19);
+    assert_eq!(size_of::<Settings>(), 8);
 }
 
 #[test]

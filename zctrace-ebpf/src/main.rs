@@ -75,8 +75,8 @@ pub fn tcp_sendmsg_locked(ctx: BtfTracePointContext) -> i32 {
     net::try_tcp_sendmsg(&ctx).map_or(0, |()| 0)
 }
 
-#[raw_tracepoint(tracepoint = "net_dev_xmit")]
-pub fn net_dev_xmit(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "net_dev_xmit")]
+pub fn net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
     net::try_xmit(&ctx).map_or(0, |()| 0)
 }
 
@@ -177,6 +177,11 @@ pub fn floor_sys_enter(_ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn floor_sys_exit(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "net_dev_xmit")]
+pub fn floor_net_dev_xmit(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 

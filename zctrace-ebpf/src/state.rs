@@ -277,6 +277,7 @@ fn resolve(regs: u64, idx: u32, slot: *mut ThreadState, claim: bool) -> Option<T
         .cast::<ThreadState>();
     if claim
         && regs != NO_REGS
+        && config(config::THREAD_TABLE) != 0
         && s.owner == 0
         && SLOT_CLAIMS.insert(idx, regs, BPF_NOEXIST.into()).is_ok()
     {

@@ -245,8 +245,8 @@ fn attach(args: &AttachArgs) -> Result<()> {
         trace::resolve_target(pid)?;
     }
     let mut probes = load_probes(ProbeOptions {
-        trace_all: false,
         follow_forks: !args.no_follow,
+        ..ProbeOptions::default()
     })?;
     if !wants_dashboard(&args.trace) {
         return trace::attach(&mut probes, &args.pids, &trace_options(&args.trace), &stop);
@@ -262,8 +262,8 @@ fn attach(args: &AttachArgs) -> Result<()> {
 fn run(args: &RunArgs) -> Result<u8> {
     let stop = stop_flag()?;
     let mut probes = load_probes(ProbeOptions {
-        trace_all: false,
         follow_forks: true,
+        ..ProbeOptions::default()
     })?;
     if !wants_dashboard(&args.trace) {
         return trace::run(

@@ -131,7 +131,7 @@ const HOOKS: &[HookSpec] = &[
     HookSpec {
         program: "net_dev_xmit",
         target: "net_dev_xmit",
-        kind: Kind::RawTracepoint,
+        kind: Kind::BtfTracepoint,
         tier: Tier::Tracepoint,
         required: false,
         purpose: "transmitted bytes: loopback vs device DMA",
@@ -288,6 +288,9 @@ pub struct ProbeOptions {
     pub trace_all: bool,
     /// Add children of traced processes to the traced set.
     pub follow_forks: bool,
+    /// Keep every thread's state in task storage, not the thread table
+    /// (the path of threads whose slot another holds; for tests).
+    pub no_thread_table: bool,
 }
 
 /// Loaded and attached probes. Detached when dropped.
@@ -354,7 +357,17 @@ impl Probes {
                 purpose: spec.purpose,
             });
         }
-        Ok(Self { ebpf, hooks })
+        let mut probes = Self { ebpf, hooks };
+        // Thread-table slots are released at thread exit: no table without
+        // that hook.
+        let table = !opts.no_thread_table
+            && probes
+                .hooks
+                .iter()
+                .any(|h| h.name == "sched_process_exit" && h.attached);
+        let mut cfg: Array<_, u32> = Array::try_from(probes.map_mut("CONFIG")?)?;
+        cfg.set(config::THREAD_TABLE, u32::from(table), 0)?;
+        Ok(probes)
     }
 
     /// The overhead floor: empty programs on the tracepoint tier's hooks
@@ -697,8 +710,8 @@ mod tests {
         let me = std::process::id();
         for follow in [true, false] {
             let mut p = Probes::load(ProbeOptions {
-                trace_all: false,
                 follow_forks: follow,
+                ..ProbeOptions::default()
             })
             .expect("load probes");
             p.trace_pid(me).expect("trace self");
@@ -722,6 +735,78 @@ mod tests {
             for k in snap.rows.keys() {
                 assert!(k.tgid == me || (follow && k.tgid == pid), "untraced {k:?}");
             }
+        }
+    }
+
+    /// `n` one-byte reads of /dev/zero on a new thread; returns its tid.
+    fn reader_thread(n: u64) -> u32 {
+        thread::spawn(move || {
+            let mut zero = File::open("/dev/zero").expect("open /dev/zero");
+            let mut b = [0u8; 1];
+            for _ in 0..n {
+                zero.read_exact(&mut b).expect("read");
+            }
+            rustix::thread::gettid().as_raw_nonzero().get() as u32
+        })
+        .join()
+        .expect("reader thread")
+    }
+
+    /// Both homes of thread state count alike: the thread table, and task
+    /// storage (where a thread goes when another holds its table slot).
+    /// Also: untracing stops the counting at once (generation bump), and
+    /// recycled rows come back zeroed and count exactly for a new thread.
+    #[test]
+    fn thread_table_and_task_storage_count_alike_and_rows_recycle() {
+        if !root() {
+            return;
+        }
+        let me = std::process::id();
+        const READS: u64 = 20_000;
+        for no_thread_table in [false, true] {
+            let mut p = Probes::load(ProbeOptions {
+                follow_forks: true,
+                no_thread_table,
+                ..ProbeOptions::default()
+            })
+            .expect("load probes");
+            p.trace_pid(me).expect("trace self");
+            let tid = reader_thread(READS);
+            let (pid, len) = child_cat();
+            let snap = p.snapshot().expect("snapshot");
+            let reads = snap.sum(|k| k.tid == tid && k.call == Call::Read as u32);
+            let what = if no_thread_table {
+                "task storage"
+            } else {
+                "thread table"
+            };
+            assert_eq!(reads.v[counter::SYSCALLS], READS, "{what}");
+            assert_eq!(reads.v[counter::IO_BYTES], READS, "{what}");
+            let k2u = snap.sum(|k| k.tgid == pid).v[counter::K2U_DERIVED];
+            assert!(
+                (len..len + 65_536).contains(&k2u),
+                "{what}: cat {k2u} of {len}"
+            );
+            // The finished reader's rows go back to the free list, zeroed.
+            assert!(p.remove_rows(&[tid]).expect("recycle") > 0);
+            assert_eq!(
+                p.snapshot().expect("snapshot").sum(|k| k.tid == tid),
+                zctrace_common::Counters::ZERO
+            );
+            // A new thread (maybe on a recycled row) counts exactly.
+            let tid2 = reader_thread(READS);
+            let snap = p.snapshot().expect("snapshot");
+            let reads = snap.sum(|k| k.tid == tid2 && k.call == Call::Read as u32);
+            assert_eq!(reads.v[counter::SYSCALLS], READS, "{what}, recycled rows");
+            // Untraced: a thread's reads no longer count.
+            p.untrace_pid(me).expect("untrace");
+            let tid3 = reader_thread(1_000);
+            let snap = p.snapshot().expect("snapshot");
+            assert_eq!(
+                snap.sum(|k| k.tid == tid3),
+                zctrace_common::Counters::ZERO,
+                "{what}"
+            );
         }
     }
 
