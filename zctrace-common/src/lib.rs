@@ -616,35 +616,12 @@ impl Default for Counters {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ThreadState {
-    pub enter_ns: u64,
+    // First cache line: what sys_exit and the other hooks read.
     /// Address of the thread's saved user registers while it holds a slot
     /// of the kernel's thread table (0: the slot is free).
     pub owner: u64,
-    /// The thread's last shared file mapping: start address and length.
-    pub map_start: u64,
+    /// Length of the thread's last shared file mapping (0: none).
     pub map_len: u64,
-    /// Length asked for by an `mmap()` in flight (kept until it returns).
-    pub mmap_len: u64,
-    /// The kinds and flags of the thread's two most recent fds, valid while
-    /// the process's fd epoch (bumped by close, dup2, dup3, close_range,
-    /// fcntl, execve) is unchanged: a hit saves eight kernel reads.
-    pub fd_cache_fd: [u32; 2],
-    pub fd_cache_epoch: [u32; 2],
-    pub fd_cache_kind: [u32; 2],
-    pub fd_cache_flags: [u32; 2],
-    /// [`Call`] in flight, `Call::None` in user mode.
-    pub call: u32,
-    /// [`Method`] of the call in flight.
-    pub method: u32,
-    /// The method the thread is currently doing (see [`classify`]).
-    pub current: u32,
-    pub in_kind: u32,
-    pub out_kind: u32,
-    /// Bit 0 direct, 1 zerocopy, 2 errqueue, 3 maps_file ([`FLAG_MAPS_FILE`]),
-    /// 4 from_mapping, 5 exec ([`FLAG_EXEC`]).
-    pub flags: u32,
-    /// [`SendClass`] seen by `tcp_sendmsg_locked` during this call.
-    pub send_class: u32,
     /// The traced-set generation (`config::GENERATION`) this state was
     /// last checked against.
     pub generation: u32,
@@ -652,18 +629,55 @@ pub struct ThreadState {
     /// after an exec, which can change them).
     pub tgid: u32,
     pub tid: u32,
+    /// [`Call`] in flight, `Call::None` in user mode.
+    pub call: u32,
+    /// [`Method`] of the call in flight.
+    pub method: u32,
+    /// The method the thread is currently doing (see [`classify`]).
+    pub current: u32,
+    /// Bit 0 direct, 1 zerocopy, 2 errqueue, 3 maps_file ([`FLAG_MAPS_FILE`]),
+    /// 4 from_mapping, 5 exec ([`FLAG_EXEC`]), 6 timed ([`FLAG_TIMED`]).
+    pub flags: u32,
+    /// [`SendClass`] seen by `tcp_sendmsg_locked` during this call.
+    pub send_class: u32,
     /// Counter row of the call in flight ([`NO_ROW`] when there is none).
     pub row: u32,
     /// Derived-copy counter the call in flight adds its bytes to
     /// ([`NO_COUNTER`] when none).
     pub derived: u32,
+    /// Non-zero: the thread's process is traced. Table slots remember
+    /// untraced threads too, so their syscalls are turned away by the
+    /// same two compares (until the traced set changes: a generation bump).
+    pub traced: u32,
+    pub _pad0: u32,
+    // Second line: sys_enter's caches.
+    /// The kinds and flags of the thread's two most recent fds, valid while
+    /// the process's fd epoch (bumped by close, dup2, dup3, close_range,
+    /// fcntl, execve) is unchanged: a hit saves eight kernel reads.
+    pub fd_cache_fd: [u32; 2],
+    pub fd_cache_epoch: [u32; 2],
+    pub fd_cache_kind: [u32; 2],
+    pub fd_cache_flags: [u32; 2],
     /// The thread's recently used counter rows: (method << 8 | call) and
     /// the row's index, so the hot path finds its row without hashing.
     pub row_key: [u32; ROW_CACHE],
     pub row_idx: [u32; ROW_CACHE],
-    /// The next cache slot to replace (round robin).
+    // Third line: the rarely needed.
+    /// When the call in flight entered (only with [`FLAG_TIMED`]).
+    pub enter_ns: u64,
+    /// Start of the thread's last shared file mapping.
+    pub map_start: u64,
+    /// Length asked for by an `mmap()` in flight (kept until it returns).
+    pub mmap_len: u64,
+    /// The next row-cache slot to replace (round robin).
     pub row_next: u32,
+    /// The [`FdKind`]s of the call in flight (for the event log).
+    pub in_kind: u32,
+    pub out_kind: u32,
     pub _pad: u32,
+    /// Up to 192 bytes, three whole cache lines (the thread table's values
+    /// start page aligned).
+    pub _reserved: [u64; 3],
 }
 
 /// Entries in [`ThreadState`]'s counter-row cache.
@@ -677,6 +691,9 @@ pub const FLAG_MAPS_FILE: u32 = 1 << 3;
 /// Bit of [`ThreadState::flags`]: the call in flight is an exec (the
 /// thread's ids may change).
 pub const FLAG_EXEC: u32 = 1 << 5;
+/// Bit of [`ThreadState::flags`]: `enter_ns` holds the call's start (the
+/// event log is on), so sys_exit reads the third cache line only then.
+pub const FLAG_TIMED: u32 = 1 << 6;
 
 impl ThreadState {
     pub const NEW: ThreadState = ThreadState {
@@ -705,6 +722,9 @@ impl ThreadState {
         row_idx: [NO_ROW; ROW_CACHE],
         row_next: 0,
         _pad: 0,
+        _reserved: [0; 3],
+        traced: 0,
+        _pad0: 0,
     };
 
     const fn row_cache_key(method: u32, call: u32) -> u32 {

@@ -224,7 +224,9 @@ fn shared_types_have_no_padding() {
     use core::mem::size_of;
     assert_eq!(size_of::<CounterKey>(), 16);
     assert_eq!(size_of::<Counters>(), 8 * counter::COUNT);
-    assert_eq!(size_of::<ThreadState>(), 160);
+    assert_eq!(size_of::<ThreadState>(), 192);
+    assert_eq!(core::mem::offset_of!(ThreadState, fd_cache_fd), 64);
+    assert_eq!(core::mem::offset_of!(ThreadState, enter_ns), 128);
     assert_eq!(size_of::<Event>(), 64);
     assert_eq!(size_of::<KernelLayout>(), 4 * 19);
     assert_eq!(size_of::<Settings>(), 8);

@@ -7,7 +7,10 @@ use core::{
 };
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, BPF_NOEXIST, bpf_map_type},
+    bindings::{
+        BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, BPF_NOEXIST,
+        bpf_map_type,
+    },
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{
@@ -68,9 +71,11 @@ impl<T> TaskStorage<T> {
 /// unique per live thread, and handed to sys_enter and sys_exit as their
 /// first argument, so the hot path finds the state with no helper call
 /// and no hashing. A thread whose slot another holds keeps its state in
-/// task storage (THREADS) instead.
+/// task storage (THREADS) instead. Made mmapable only because the kernel
+/// then starts the values page aligned: each 192-byte state is three whole
+/// cache lines, the first holding all that sys_exit reads.
 #[map]
-pub static THREAD_TABLE: Array<ThreadState> = Array::with_max_entries(THREAD_SLOTS, 0);
+pub static THREAD_TABLE: Array<ThreadState> = Array::with_max_entries(THREAD_SLOTS, BPF_F_MMAPABLE);
 
 /// Who holds each table slot: a slot belongs to the thread whose insert
 /// succeeded, so two threads never share one.
@@ -213,7 +218,7 @@ pub fn enter_task(regs: u64) -> Option<Task> {
     // SAFETY: a live table value (only its owner writes it).
     let s = unsafe { &*slot };
     if s.owner == regs && s.generation == config(config::GENERATION) {
-        return Some(Task {
+        return (s.traced != 0).then_some(Task {
             tgid: s.tgid,
             tid: s.tid,
             st: slot,
@@ -236,14 +241,17 @@ pub fn current_traced() -> Option<Task> {
     // SAFETY: as in `enter_task`.
     let s = unsafe { &*slot };
     if s.owner == regs && s.generation == config(config::GENERATION) {
-        return Some(task_of(slot));
+        return (s.traced != 0).then(|| task_of(slot));
     }
     resolve(regs, idx, slot, false)
 }
 
 /// Everything but the fast path: a thread seen for the first time, one
 /// whose state predates the last generation bump, or one living in task
-/// storage because another thread holds its slot.
+/// storage because another thread holds its slot. sys_enter (`claim`)
+/// gives a thread seen for the first time its free table slot, traced or
+/// not: an untraced thread's later syscalls are then turned away by the
+/// fast path's compares instead of a hash lookup here.
 #[inline(never)]
 fn resolve(regs: u64, idx: u32, slot: *mut ThreadState, claim: bool) -> Option<Task> {
     let generation = config(config::GENERATION);
@@ -260,14 +268,19 @@ fn resolve(regs: u64, idx: u32, slot: *mut ThreadState, claim: bool) -> Option<T
     let s = unsafe { &mut *slot };
     if s.owner == regs {
         // The thread's own slot, from before the last generation bump.
-        if !traced {
-            release(idx, s);
-            return None;
-        }
         renew(s, generation);
-        return Some(task_of(slot));
+        s.traced = u32::from(traced);
+        return traced.then(|| task_of(slot));
     }
+    let may_claim = claim && regs != NO_REGS && config(config::THREAD_TABLE) != 0 && s.owner == 0;
     if !traced {
+        if may_claim && SLOT_CLAIMS.insert(idx, regs, BPF_NOEXIST.into()).is_ok() {
+            *s = ThreadState::NEW;
+            s.generation = generation;
+            s.tgid = tgid;
+            s.tid = pid_tgid as u32;
+            s.owner = regs;
+        }
         return None;
     }
     // SAFETY: the current task, never null.
@@ -275,12 +288,7 @@ fn resolve(regs: u64, idx: u32, slot: *mut ThreadState, claim: bool) -> Option<T
     // SAFETY: looks up (no create) this task's storage.
     let stored = unsafe { bpf_task_storage_get(THREADS.as_ptr(), task, ptr::null_mut(), 0) }
         .cast::<ThreadState>();
-    if claim
-        && regs != NO_REGS
-        && config(config::THREAD_TABLE) != 0
-        && s.owner == 0
-        && SLOT_CLAIMS.insert(idx, regs, BPF_NOEXIST.into()).is_ok()
-    {
+    if may_claim && SLOT_CLAIMS.insert(idx, regs, BPF_NOEXIST.into()).is_ok() {
         // The slot is ours: start from the thread's stored state if it
         // has one (then drop that), else afresh. Owner last.
         if stored.is_null() {
@@ -295,6 +303,7 @@ fn resolve(regs: u64, idx: u32, slot: *mut ThreadState, claim: bool) -> Option<T
             }
         }
         renew(s, generation);
+        s.traced = 1;
         s.owner = regs;
         return Some(task_of(slot));
     }
@@ -315,6 +324,7 @@ fn resolve(regs: u64, idx: u32, slot: *mut ThreadState, claim: bool) -> Option<T
     new.generation = generation;
     new.tgid = tgid;
     new.tid = pid_tgid as u32;
+    new.traced = 1;
     // SAFETY: creates this task's storage from `new`.
     let st = unsafe {
         bpf_task_storage_get(
@@ -357,8 +367,9 @@ fn release(idx: u32, s: &mut ThreadState) {
 pub fn exit_state(regs: u64) -> Option<*mut ThreadState> {
     let slot = THREAD_TABLE.get_ptr_mut(thread_slot(regs))?;
     // SAFETY: a live table value.
-    if unsafe { (*slot).owner } == regs {
-        return Some(slot);
+    let s = unsafe { &*slot };
+    if s.owner == regs {
+        return (s.traced != 0).then_some(slot);
     }
     stored_state()
 }
@@ -389,7 +400,9 @@ pub fn exiting_state(done: impl FnOnce(&ThreadState)) {
         // SAFETY: a live table value.
         let s = unsafe { &mut *slot };
         if s.owner == regs {
-            done(s);
+            if s.traced != 0 {
+                done(s);
+            }
             release(idx, s);
             return;
         }

@@ -6,8 +6,9 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use zctrace_common::{
-    Call, CallInfo, Event, FLAG_EXEC, FLAG_MAPS_FILE, FdKind, MSG_ERRQUEUE, MSG_ZEROCOPY, Method,
-    NO_COUNTER, SendClass, ThreadState, classify, counter, derived_counter, event_kind,
+    Call, CallInfo, Event, FLAG_EXEC, FLAG_MAPS_FILE, FLAG_TIMED, FdKind, MSG_ERRQUEUE,
+    MSG_ZEROCOPY, Method, NO_COUNTER, SendClass, ThreadState, classify, counter, derived_counter,
+    event_kind,
 };
 
 use crate::{
@@ -53,17 +54,18 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     // The clock only for the event log's durations (two helper calls a
     // syscall otherwise spent on a number nobody looks at).
-    st.enter_ns = if call.is_io() && events_enabled() {
-        bpf_ktime_get_ns_safe()
-    } else {
-        0
-    };
+    let timed = call.is_io() && events_enabled();
+    if timed {
+        st.enter_ns = bpf_ktime_get_ns_safe();
+    }
     st.call = call as u32;
     st.method = method as u32;
     st.current = next as u32;
     st.in_kind = info.in_kind as u32;
     st.out_kind = info.out_kind as u32;
-    st.flags = ThreadState::pack_flags(&info) | if is_exec(nr) { FLAG_EXEC } else { 0 };
+    st.flags = ThreadState::pack_flags(&info)
+        | if is_exec(nr) { FLAG_EXEC } else { 0 }
+        | if timed { FLAG_TIMED } else { 0 };
     st.send_class = SendClass::Unknown as u32;
     st.derived = derived_counter(&info).map_or(NO_COUNTER, |c| c as u32);
     // The call's row, found now (usually in the thread's row cache) so
@@ -111,7 +113,7 @@ pub fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
             add(r, c, bytes);
         }
     }
-    if st.enter_ns != 0 && events_enabled() {
+    if st.flags & FLAG_TIMED != 0 && events_enabled() {
         let now = bpf_ktime_get_ns_safe();
         emit(&Event {
             ts_ns: now,

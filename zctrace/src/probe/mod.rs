@@ -449,7 +449,8 @@ impl Probes {
     pub fn trace_pid(&mut self, tgid: u32) -> Result<(), ProbeError> {
         let mut traced: HashMap<_, u32, u32> = HashMap::try_from(self.map_mut("TRACED")?)?;
         traced.insert(tgid, 1, 0)?;
-        Ok(())
+        // Its threads may sit in the thread table as untraced.
+        self.bump_generation()
     }
 
     /// Removes a process from the traced set. Its threads keep their
