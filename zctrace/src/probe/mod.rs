@@ -823,16 +823,7 @@ mod tests {
         p.trace_pid(std::process::id()).expect("trace self");
         // 1 MiB of 48-byte events (plus 8-byte headers) holds ~18,700.
         const READS: u64 = 50_000;
-        let tid = thread::spawn(|| {
-            let mut zero = File::open("/dev/zero").expect("open /dev/zero");
-            let mut b = [0u8; 1];
-            for _ in 0..READS {
-                zero.read_exact(&mut b).expect("read");
-            }
-            rustix::thread::gettid().as_raw_nonzero().get() as u32
-        })
-        .join()
-        .expect("reader thread");
+        let tid = reader_thread(READS);
         // Other tests' threads in this process keep making syscalls: stop
         // tracing, so nothing new lands in the ring while it is drained.
         p.untrace_pid(std::process::id()).expect("untrace");
