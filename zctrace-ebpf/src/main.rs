@@ -1,9 +1,10 @@
 //! zctrace's eBPF programs.
 //!
 //! Every entry point is one line that hands its context to a `try_` function
-//! in the module of its probe family. All programs start by checking whether
-//! the current task belongs to a traced process: they run for every process
-//! on the machine, so the common case must be one hash lookup and out.
+//! in the module of its probe family. All programs start by finding the
+//! current thread's state, which also says whether its process is traced:
+//! they run for every process on the machine, so the common case is one
+//! array lookup in the thread table (`state.rs`) and two compares.
 #![no_std]
 #![no_main]
 // Atomic add without compare-and-swap (see state::add).
