@@ -61,6 +61,20 @@ pub struct LiveMethod {
     pub frozen_tid: u32,
 }
 
+impl LiveMethod {
+    /// Whether the numbers of its last run are final: kept from a sample
+    /// taken after it finished. A run can end between two samples (an
+    /// 8 MiB run takes milliseconds), and until the next one its live
+    /// numbers are not all in.
+    pub fn settled(&self) -> bool {
+        self.frozen.is_some()
+            && self
+                .record
+                .as_ref()
+                .is_some_and(|r| r.sender_tid == self.frozen_tid)
+    }
+}
+
 /// One line of the event log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogEntry {
@@ -254,7 +268,7 @@ impl App {
     pub fn result(&self, index: usize) -> Option<MethodResult> {
         let m = self.methods.get(index)?;
         let rec = m.record.as_ref()?;
-        if m.frozen.is_some() && m.frozen_tid == rec.sender_tid {
+        if m.settled() {
             return m.frozen.clone();
         }
         let mut rec = rec.clone();
@@ -655,12 +669,14 @@ pub mod tests {
             taken: before,
         });
         assert!(a.methods[0].frozen.is_none() && a.prune.is_empty());
+        assert!(!a.methods[0].settled(), "its final sample is not in yet");
         a.update(AppEvent::Sample {
             snapshot: snap,
             stats: Stats::default(),
             events: Vec::new(),
             taken: Instant::now(),
         });
+        assert!(a.methods[0].settled());
         assert_eq!(a.prune, vec![7, 8], "sender and receiver rows can go");
         // The kernel's rows are deleted: the numbers stay.
         a.update(AppEvent::Sample {

@@ -64,6 +64,8 @@ impl Widget for MethodsView<'_> {
                 let state = match &m.state {
                     RunState::Waiting => "wait".to_owned(),
                     RunState::Running => "run".to_owned(),
+                    // Finished, but its final sample is not in yet.
+                    RunState::Done if !m.settled() => "run".to_owned(),
                     RunState::Done => "done".to_owned(),
                     RunState::Skipped(_) => "skip".to_owned(),
                 };
