@@ -674,10 +674,75 @@ pub struct ThreadState {
     /// The [`FdKind`]s of the call in flight (for the event log).
     pub in_kind: u32,
     pub out_kind: u32,
-    pub _pad: u32,
-    /// Up to 192 bytes, three whole cache lines (the thread table's values
-    /// start page aligned).
+    /// The next memo entry to replace.
+    pub memo_next: u32,
     pub _reserved: [u64; 3],
+    // Fourth line: sys_enter's memo. 256 bytes in all: four whole cache
+    // lines (the thread table's values start page aligned).
+    /// The thread's last classifications of single-fd reads and writes,
+    /// replayed while nothing they depend on has changed.
+    pub memo: [EnterMemo; MEMO_SIZE],
+}
+
+/// Entries in [`ThreadState::memo`].
+pub const MEMO_SIZE: usize = 2;
+
+/// What sys_enter decided for one syscall, and what that depended on.
+/// A read, or a write whose buffer is not in the thread's file mapping,
+/// of one fd depends only on the call, the fd's kind and flags (valid
+/// while the process's fd epoch is unchanged) and the thread's method
+/// before it: a loop of such calls, like dd's, is classified once and
+/// then replayed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnterMemo {
+    /// Syscall number + 1 (0: an empty entry).
+    pub nr: u32,
+    pub fd: u32,
+    pub epoch: u32,
+    /// Method before the call | call << 8 | method << 16 | method after
+    /// the call << 24 (all below 256).
+    pub methods: u32,
+    /// [`ThreadState::flags`] of the call (without per-call bits).
+    pub flags: u32,
+    pub derived: u32,
+    pub row: u32,
+    /// in_kind | out_kind << 8.
+    pub kinds: u32,
+}
+
+impl EnterMemo {
+    pub const EMPTY: EnterMemo = EnterMemo {
+        nr: 0,
+        fd: 0,
+        epoch: 0,
+        methods: 0,
+        flags: 0,
+        derived: 0,
+        row: 0,
+        kinds: 0,
+    };
+
+    /// The key part of `methods`: the thread's method before the call.
+    pub const fn current(&self) -> u32 {
+        self.methods & 0xff
+    }
+
+    pub const fn call(&self) -> u32 {
+        (self.methods >> 8) & 0xff
+    }
+
+    pub const fn method(&self) -> u32 {
+        (self.methods >> 16) & 0xff
+    }
+
+    pub const fn next(&self) -> u32 {
+        self.methods >> 24
+    }
+
+    pub const fn methods(current: u32, call: u32, method: u32, next: u32) -> u32 {
+        (current & 0xff) | (call & 0xff) << 8 | (method & 0xff) << 16 | (next & 0xff) << 24
+    }
 }
 
 /// Entries in [`ThreadState`]'s counter-row cache.
@@ -721,8 +786,9 @@ impl ThreadState {
         row_key: [u32::MAX; ROW_CACHE],
         row_idx: [NO_ROW; ROW_CACHE],
         row_next: 0,
-        _pad: 0,
+        memo_next: 0,
         _reserved: [0; 3],
+        memo: [EnterMemo::EMPTY; MEMO_SIZE],
         traced: 0,
         _pad0: 0,
     };
@@ -755,12 +821,48 @@ impl ThreadState {
         self.row_next = ((i + 1) % ROW_CACHE) as u32;
     }
 
-    /// Forgets every cached row (after userspace recycled rows, or an exec
-    /// changed the thread's ids).
+    /// Forgets every cached row, and the memo entries, which name rows
+    /// (after userspace recycled rows, or an exec changed the thread's ids).
     #[inline(always)]
     pub fn forget_rows(&mut self) {
         self.row_key = [u32::MAX; ROW_CACHE];
         self.row_idx = [NO_ROW; ROW_CACHE];
+        self.memo = [EnterMemo::EMPTY; MEMO_SIZE];
+    }
+
+    /// The memo entry for syscall `nr` on `fd` at fd epoch `epoch` from
+    /// the thread's current method, if there is one.
+    #[inline(always)]
+    pub fn memo_find(&self, nr: u32, fd: u32, epoch: u32) -> Option<&EnterMemo> {
+        let mut i = 0;
+        while i < MEMO_SIZE {
+            let m = &self.memo[i];
+            if m.nr == nr.wrapping_add(1)
+                && m.fd == fd
+                && m.epoch == epoch
+                && m.current() == self.current
+            {
+                return Some(m);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// Remembers a classification: in the entry of the same syscall and
+    /// fd if there is one, else in place of the older entry (a read/write
+    /// loop keeps both).
+    #[inline(always)]
+    pub fn memo_store(&mut self, m: EnterMemo) {
+        let i = if self.memo[0].nr == m.nr && self.memo[0].fd == m.fd {
+            0
+        } else if self.memo[1].nr == m.nr && self.memo[1].fd == m.fd {
+            1
+        } else {
+            self.memo_next as usize % MEMO_SIZE
+        };
+        self.memo[i] = m;
+        self.memo_next = ((i + 1) % MEMO_SIZE) as u32;
     }
 
     pub const fn info(&self) -> CallInfo {

@@ -224,7 +224,9 @@ fn shared_types_have_no_padding() {
     use core::mem::size_of;
     assert_eq!(size_of::<CounterKey>(), 16);
     assert_eq!(size_of::<Counters>(), 8 * counter::COUNT);
-    assert_eq!(size_of::<ThreadState>(), 192);
+    assert_eq!(size_of::<ThreadState>(), 256);
+    assert_eq!(size_of::<EnterMemo>(), 32);
+    assert_eq!(core::mem::offset_of!(ThreadState, memo), 192);
     assert_eq!(core::mem::offset_of!(ThreadState, fd_cache_fd), 64);
     assert_eq!(core::mem::offset_of!(ThreadState, enter_ns), 128);
     assert_eq!(size_of::<Event>(), 64);
@@ -311,4 +313,53 @@ fn thread_slots_are_in_range_and_spread_neighbouring_stacks() {
             "{collisions} of 1024 collide at stride {stride}"
         );
     }
+}
+
+#[test]
+fn the_enter_memo_replays_only_what_it_was_keyed_on() {
+    let rw = Method::ReadWrite as u32;
+    let mut st = ThreadState::NEW;
+    st.current = rw;
+    let read = EnterMemo {
+        nr: 1, // read (0) + 1
+        fd: 3,
+        epoch: 7,
+        methods: EnterMemo::methods(rw, Call::Read as u32, rw, rw),
+        row: 5,
+        ..EnterMemo::EMPTY
+    };
+    assert_eq!(read.current(), rw);
+    assert_eq!(read.call(), Call::Read as u32);
+    assert_eq!((read.method(), read.next()), (rw, rw));
+    assert_eq!(st.memo_find(0, 3, 7), None, "empty memo");
+    st.memo_store(read);
+    assert_eq!(st.memo_find(0, 3, 7), Some(&read));
+    // Another fd, another epoch (an fd was closed or duped), another
+    // syscall, or another method before the call: no replay.
+    assert_eq!(st.memo_find(0, 4, 7), None);
+    assert_eq!(st.memo_find(0, 3, 8), None);
+    assert_eq!(st.memo_find(1, 3, 7), None);
+    st.current = Method::Other as u32;
+    assert_eq!(st.memo_find(0, 3, 7), None);
+    st.current = rw;
+    // A write joins the read (a read/write loop keeps both)...
+    let write = EnterMemo {
+        nr: 2,
+        fd: 4,
+        methods: EnterMemo::methods(rw, Call::Write as u32, rw, rw),
+        row: 6,
+        ..read
+    };
+    st.memo_store(write);
+    assert_eq!(st.memo_find(0, 3, 7), Some(&read));
+    assert_eq!(st.memo_find(1, 4, 7), Some(&write));
+    // ...a new epoch for the read replaces the read, not the write...
+    let read8 = EnterMemo { epoch: 8, ..read };
+    st.memo_store(read8);
+    assert_eq!(st.memo_find(0, 3, 8), Some(&read8));
+    assert_eq!(st.memo_find(1, 4, 7), Some(&write));
+    // ...and recycled rows forget every entry (they name rows).
+    st.forget_rows();
+    assert_eq!(st.memo_find(0, 3, 8), None);
+    assert_eq!(st.memo_find(1, 4, 7), None);
 }

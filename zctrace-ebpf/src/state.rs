@@ -319,18 +319,15 @@ fn resolve(regs: u64, idx: u32, slot: *mut ThreadState, claim: bool) -> Option<T
             st: ptr::null_mut(),
         });
     }
-    // sys_enter of a thread whose slot another thread holds: task storage.
-    let mut new = ThreadState::NEW;
-    new.generation = generation;
-    new.tgid = tgid;
-    new.tid = pid_tgid as u32;
-    new.traced = 1;
-    // SAFETY: creates this task's storage from `new`.
+    // sys_enter of a thread whose slot another thread holds: task storage,
+    // created zeroed and then filled in place (a ThreadState on the BPF
+    // stack would not fit next to sys_enter's frame on older verifiers).
+    // SAFETY: creates this task's storage.
     let st = unsafe {
         bpf_task_storage_get(
             THREADS.as_ptr(),
             task,
-            ptr::from_mut(&mut new).cast(),
+            ptr::null_mut(),
             BPF_LOCAL_STORAGE_GET_F_CREATE.into(),
         )
     }
@@ -339,6 +336,13 @@ fn resolve(regs: u64, idx: u32, slot: *mut ThreadState, claim: bool) -> Option<T
         stat_add(stat::THREAD_MAP_FULL, 1);
         return None;
     }
+    // SAFETY: the new storage of this task.
+    let s = unsafe { &mut *st };
+    *s = ThreadState::NEW;
+    s.generation = generation;
+    s.tgid = tgid;
+    s.tid = pid_tgid as u32;
+    s.traced = 1;
     Some(task_of(st))
 }
 

@@ -6,9 +6,9 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use zctrace_common::{
-    Call, CallInfo, Event, FLAG_EXEC, FLAG_MAPS_FILE, FLAG_TIMED, FdKind, MSG_ERRQUEUE,
-    MSG_ZEROCOPY, Method, NO_COUNTER, SendClass, ThreadState, classify, counter, derived_counter,
-    event_kind,
+    Call, CallInfo, EnterMemo, Event, FLAG_EXEC, FLAG_MAPS_FILE, FLAG_TIMED, FdKind, MSG_ERRQUEUE,
+    MSG_ZEROCOPY, Method, NO_COUNTER, NO_ROW, SendClass, ThreadState, classify, counter,
+    derived_counter, event_kind,
 };
 
 use crate::{
@@ -32,16 +32,28 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
         bump_epoch(&task);
     }
     let call = call_of(nr);
-    // SAFETY: `st` is this thread's task storage; only this thread's own
+    // SAFETY: `st` is this thread's state; only this thread's own
     // programs write it, and they do not run concurrently.
     let st = unsafe { &mut *task.st };
+    // The clock only for the event log's durations (two helper calls a
+    // syscall otherwise spent on a number nobody looks at).
+    let timed = call.is_io() && events_enabled();
+    if timed {
+        st.enter_ns = bpf_ktime_get_ns_safe();
+    }
+    let per_call = if timed { FLAG_TIMED } else { 0 } | if is_exec(nr) { FLAG_EXEC } else { 0 };
+    let epoch = if call.is_io() { epoch(&task) } else { 0 };
+    // (BPF functions take five arguments at most: nr and epoch share one.)
+    if replay(st, call, regs, (nr << 32) | u64::from(epoch), per_call) {
+        return Ok(());
+    }
     let (info, args) = if call.is_io() {
-        describe(call, regs, st, epoch(&task))
+        describe(call, regs, st, epoch)
     } else {
         (CallInfo::new(call), [0; 6])
     };
-    let current = Method::from_u32(st.current).unwrap_or(Method::Other);
-    let (method, next) = classify(&info, current);
+    let before = st.current;
+    let (method, next) = classify(&info, Method::from_u32(before).unwrap_or(Method::Other));
     match call {
         Call::Mmap if info.maps_file => st.mmap_len = args[1],
         // Unmapping any part of the remembered mapping forgets it, so a
@@ -52,26 +64,85 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
         }
         _ => {}
     }
-    // The clock only for the event log's durations (two helper calls a
-    // syscall otherwise spent on a number nobody looks at).
-    let timed = call.is_io() && events_enabled();
-    if timed {
-        st.enter_ns = bpf_ktime_get_ns_safe();
-    }
+    let flags = ThreadState::pack_flags(&info);
     st.call = call as u32;
     st.method = method as u32;
     st.current = next as u32;
     st.in_kind = info.in_kind as u32;
     st.out_kind = info.out_kind as u32;
-    st.flags = ThreadState::pack_flags(&info)
-        | if is_exec(nr) { FLAG_EXEC } else { 0 }
-        | if timed { FLAG_TIMED } else { 0 };
+    st.flags = flags | per_call;
     st.send_class = SendClass::Unknown as u32;
     st.derived = derived_counter(&info).map_or(NO_COUNTER, |c| c as u32);
     // The call's row, found now (usually in the thread's row cache) so
     // that sys_exit and the hooks inside the call just index it.
     st.row = row_of(st, method as u32, call as u32);
+    // Remember it when it may be replayed (see `replay`).
+    let memo = match call {
+        Call::Read | Call::Pread | Call::Readv | Call::Write | Call::Pwrite => !info.from_mapping,
+        Call::Writev => st.map_len == 0,
+        _ => false,
+    };
+    if memo && st.row != NO_ROW {
+        st.memo_store(EnterMemo {
+            nr: (nr as u32).wrapping_add(1),
+            fd: args[0] as u32,
+            epoch,
+            methods: EnterMemo::methods(before, call as u32, method as u32, next as u32),
+            flags,
+            derived: st.derived,
+            row: st.row,
+            kinds: st.in_kind | st.out_kind << 8,
+        });
+    }
     Ok(())
+}
+
+/// Replays the thread's memo of this call, when it holds one made under
+/// the same conditions (see `EnterMemo`): a read of the same fd, or a
+/// write of the same fd from a buffer outside the thread's file mapping
+/// (a writev's first buffer would take a user-memory read to check: only
+/// without a mapping), at the same fd epoch, from the same method.
+#[inline(always)]
+fn replay(
+    st: &mut ThreadState,
+    call: Call,
+    regs: *const PtRegs,
+    nr_epoch: u64,
+    per_call: u32,
+) -> bool {
+    let (nr, epoch) = ((nr_epoch >> 32) as u32, nr_epoch as u32);
+    let Some(a) = syscall_args(regs) else {
+        return false;
+    };
+    let ok = match call {
+        Call::Read | Call::Pread | Call::Readv => true,
+        Call::Write | Call::Pwrite => st.map_len == 0 || !st.in_mapping(a[1]),
+        Call::Writev => st.map_len == 0,
+        _ => false,
+    };
+    if !ok {
+        return false;
+    }
+    let Some(m) = st.memo_find(nr, a[0] as u32, epoch) else {
+        return false;
+    };
+    let (methods, flags, derived, row, kinds) = (m.methods, m.flags, m.derived, m.row, m.kinds);
+    let m = EnterMemo {
+        methods,
+        ..EnterMemo::EMPTY
+    };
+    st.call = m.call();
+    st.method = m.method();
+    st.current = m.next();
+    st.flags = flags | per_call;
+    st.send_class = SendClass::Unknown as u32;
+    st.derived = derived;
+    st.row = row;
+    if per_call & FLAG_TIMED != 0 {
+        st.in_kind = kinds & 0xff;
+        st.out_kind = kinds >> 8;
+    }
+    true
 }
 
 #[inline(always)]
