@@ -41,8 +41,8 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     syscalls::try_exit(&ctx).map_or(0, |()| 0)
 }
 
-#[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     sched::try_switch(&ctx).map_or(0, |()| 0)
 }
 
@@ -183,6 +183,11 @@ pub fn floor_sys_exit(_ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "net_dev_xmit")]
 pub fn floor_net_dev_xmit(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "sched_switch")]
+pub fn floor_sched_switch(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 

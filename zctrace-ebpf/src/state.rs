@@ -257,12 +257,8 @@ fn resolve(regs: u64, idx: u32, slot: *mut ThreadState, claim: bool) -> Option<T
     let generation = config(config::GENERATION);
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let traced = if settings().trace_all != 0 {
-        // The idle task is not a process anyone traces.
-        tgid != 0
-    } else {
-        TRACED.get_ptr(tgid).is_some()
-    };
+    // The idle task (0) is not a process anyone traces.
+    let traced = tgid != 0 && (settings().trace_all != 0 || TRACED.get_ptr(tgid).is_some());
     // SAFETY: a live table value; this thread writes it only if it owns
     // it or wins its claim.
     let s = unsafe { &mut *slot };

@@ -75,7 +75,7 @@ const HOOKS: &[HookSpec] = &[
     HookSpec {
         program: "sched_switch",
         target: "sched_switch",
-        kind: Kind::RawTracepoint,
+        kind: Kind::BtfTracepoint,
         tier: Tier::Tracepoint,
         required: false,
         purpose: "context switches",
@@ -809,6 +809,32 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    /// Each nanosleep blocks: one voluntary switch per sleep, charged to
+    /// the sleeping thread (sched_switch's idle shortcut must not hide it).
+    #[test]
+    fn a_sleeping_thread_s_voluntary_context_switches_are_counted() {
+        if !root() {
+            return;
+        }
+        let mut p = Probes::load(ProbeOptions::default()).expect("load probes");
+        p.trace_pid(std::process::id()).expect("trace self");
+        const SLEEPS: u64 = 20;
+        let tid = thread::spawn(|| {
+            for _ in 0..SLEEPS {
+                thread::sleep(std::time::Duration::from_millis(2));
+            }
+            rustix::thread::gettid().as_raw_nonzero().get() as u32
+        })
+        .join()
+        .expect("sleeper thread");
+        let c = p.snapshot().expect("snapshot").sum(|k| k.tid == tid);
+        let voluntary = c.v[counter::CS_VOLUNTARY];
+        assert!(
+            (SLEEPS..SLEEPS + 10).contains(&voluntary),
+            "{voluntary} voluntary switches for {SLEEPS} sleeps"
+        );
     }
 
     #[test]
