@@ -42,15 +42,21 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
         st.enter_ns = bpf_ktime_get_ns_safe();
     }
     let per_call = if timed { FLAG_TIMED } else { 0 } | if is_exec(nr) { FLAG_EXEC } else { 0 };
-    let epoch = if call.is_io() { epoch(&task) } else { 0 };
-    // (BPF functions take five arguments at most: nr and epoch share one.)
-    if replay(st, call, regs, (nr << 32) | u64::from(epoch), per_call) {
+    // The arguments and the fd epoch, read once, for the replay and the
+    // full description alike.
+    let (args, epoch) = if call.is_io() {
+        (syscall_args(regs), epoch(&task))
+    } else {
+        (None, 0)
+    };
+    if let Some(a) = &args
+        && replay(st, call, a, nr as u32, epoch, per_call)
+    {
         return Ok(());
     }
-    let (info, args) = if call.is_io() {
-        describe(call, regs, st, epoch)
-    } else {
-        (CallInfo::new(call), [0; 6])
+    let (info, args) = match args {
+        Some(a) => (describe(call, &a, st, epoch), a),
+        None => (CallInfo::new(call), [0; 6]),
     };
     let before = st.current;
     let (method, next) = classify(&info, Method::from_u32(before).unwrap_or(Method::Other));
@@ -106,14 +112,11 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
 fn replay(
     st: &mut ThreadState,
     call: Call,
-    regs: *const PtRegs,
-    nr_epoch: u64,
+    a: &[u64; 6],
+    nr: u32,
+    epoch: u32,
     per_call: u32,
 ) -> bool {
-    let (nr, epoch) = ((nr_epoch >> 32) as u32, nr_epoch as u32);
-    let Some(a) = syscall_args(regs) else {
-        return false;
-    };
     let ok = match call {
         Call::Read | Call::Pread | Call::Readv => true,
         Call::Write | Call::Pwrite => st.map_len == 0 || !st.in_mapping(a[1]),
@@ -261,16 +264,8 @@ fn bpf_ktime_get_ns_safe() -> u64 {
 /// Reads the arguments that matter for `call`: its fds' kinds and flags,
 /// and whether written data comes from the thread's file mapping.
 #[inline(always)]
-fn describe(
-    call: Call,
-    regs: *const PtRegs,
-    st: &mut ThreadState,
-    epoch: u32,
-) -> (CallInfo, [u64; 6]) {
+fn describe(call: Call, a: &[u64; 6], st: &mut ThreadState, epoch: u32) -> CallInfo {
     let mut info = CallInfo::new(call);
-    let Some(a) = syscall_args(regs) else {
-        return (info, [0; 6]);
-    };
     let o_direct = layout!(o_direct);
     // (fd data comes from, fd data goes to, send/recv flags)
     let (fd_in, fd_out, msg_flags) = match call {
@@ -324,5 +319,5 @@ fn describe(
         };
         info.from_mapping = buf.is_some_and(|b| st.in_mapping(b));
     }
-    (info, a)
+    info
 }

@@ -147,11 +147,13 @@ pub fn rows(snap: &Snapshot, hooks: HookSet, names: &mut Names) -> Vec<Row> {
         .collect()
 }
 
-fn tag(b: &crate::model::Bytes) -> &'static str {
-    match b.source {
+/// A byte count and where it came from: "12.0M o" (observed), "d" (derived).
+fn tagged(b: &crate::model::Bytes) -> String {
+    let tag = match b.source {
         crate::model::Source::Observed => "o",
         crate::model::Source::Derived => "d",
-    }
+    };
+    format!("{} {tag}", human_bytes(b.value))
 }
 
 /// The strace -c style table.
@@ -186,26 +188,10 @@ fn table(rows: &[Row]) -> String {
                 "{}/{}",
                 m.context_switches.voluntary, m.context_switches.involuntary
             ),
-            format!(
-                "{} {}",
-                human_bytes(c.user_to_kernel.value),
-                tag(&c.user_to_kernel)
-            ),
-            format!(
-                "{} {}",
-                human_bytes(c.kernel_to_user.value),
-                tag(&c.kernel_to_user)
-            ),
-            format!(
-                "{} {}",
-                human_bytes(c.kernel_to_kernel.value),
-                tag(&c.kernel_to_kernel)
-            ),
-            format!(
-                "{} {}",
-                human_bytes(m.page_ref_bytes.value),
-                tag(&m.page_ref_bytes)
-            ),
+            tagged(&c.user_to_kernel),
+            tagged(&c.kernel_to_user),
+            tagged(&c.kernel_to_kernel),
+            tagged(&m.page_ref_bytes),
             human_bytes(m.dma_bytes.disk_read + m.dma_bytes.disk_write),
             human_bytes(m.io_bytes),
         );
