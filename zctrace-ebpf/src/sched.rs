@@ -9,7 +9,10 @@ use zctrace_common::{Event, counter, event_kind, stat};
 
 use crate::{
     kernel::{current_comm, layout, read},
-    state::{TRACED, add, bump, current_traced, emit, exiting_state, row_ptr, settings, stat_add},
+    state::{
+        TRACED, add, bump, current_traced, emit, exiting_state, row_ptr, settings, stat_add,
+        task_regs, traced_at,
+    },
 };
 
 /// `sched_switch(preempt, prev, next, prev_state)` runs on the CPU that
@@ -29,7 +32,9 @@ pub fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if unsafe { core::ptr::read_volatile(prev.add(off).cast::<i32>()) } == 0 {
         return Ok(());
     }
-    let task = current_traced().ok_or(())?;
+    // prev is the current task until the switch: its registers come from
+    // the pointer in hand (one helper call, not two).
+    let task = traced_at(task_regs(prev.cast())).ok_or(())?;
     let preempt = ctx.arg::<u64>(0) & 0xff != 0;
     let prev_state = ctx.arg::<u64>(3) as u32;
     // Preempted, or switched out while still runnable (TASK_RUNNING == 0):
@@ -46,8 +51,17 @@ pub fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
 /// `page_fault_user` / `page_fault_kernel`: charged to the syscall in
 /// flight (a write() from an mmap'd file faults inside the kernel), or in
 /// user mode to the thread's current method.
-pub fn try_fault(_ctx: &RawTracePointContext, idx: usize) -> Result<(), ()> {
-    let task = current_traced().ok_or(())?;
+pub fn try_fault(ctx: &RawTracePointContext, idx: usize) -> Result<(), ()> {
+    let task = if idx == counter::FAULTS_USER {
+        // `page_fault_user(address, regs, error_code)`: a fault from user
+        // mode saved the registers where the thread's syscalls do (the top
+        // of its kernel stack), so `regs` finds its state with no helper
+        // call. (A fault in the kernel saves them elsewhere.)
+        traced_at(ctx.arg::<u64>(1))
+    } else {
+        current_traced()
+    }
+    .ok_or(())?;
     bump(task, idx, 1);
     Ok(())
 }

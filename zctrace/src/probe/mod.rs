@@ -734,7 +734,11 @@ mod tests {
             // The machine is busy (cargo, the test harness, daemons): only
             // the traced set may show up.
             for k in snap.rows.keys() {
-                assert!(k.tgid == me || (follow && k.tgid == pid), "untraced {k:?}");
+                assert!(
+                    k.tgid == me || (follow && k.tgid == pid),
+                    "untraced {k:?} follow {follow} pid {pid} {:?}",
+                    snap.rows[k]
+                );
             }
         }
     }
