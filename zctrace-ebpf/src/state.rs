@@ -159,6 +159,16 @@ fn config(idx: u32) -> u32 {
     CONFIG.get(idx).copied().unwrap_or(0)
 }
 
+/// Per CPU, the thread whose syscall entered last on this CPU: its id as
+/// `bpf_get_current_pid_tgid` reports it, and its saved registers. The
+/// socket hooks fire inside syscalls, nearly always on the CPU the call
+/// entered on: when the current thread's id matches, its registers come
+/// from here, one helper call instead of two. The id check makes a stale
+/// entry (the thread moved, another ran since) a miss, never a wrong
+/// thread.
+#[map]
+static LAST_ENTERED: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
 /// One scratch word per CPU (see `regs_addr`).
 #[map]
 static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -225,6 +235,7 @@ pub fn enter_task(regs: u64) -> Option<Task> {
     // SAFETY: a live table value (only its owner writes it).
     let s = unsafe { &*slot };
     if s.owner == regs && s.generation == config(config::GENERATION) {
+        note_entered(s.tgid, s.tid, regs);
         return (s.traced != 0).then_some(Task {
             tgid: s.tgid,
             tid: s.tid,
@@ -232,6 +243,17 @@ pub fn enter_task(regs: u64) -> Option<Task> {
         });
     }
     resolve(regs, idx, slot, true)
+}
+
+/// Fills this CPU's LAST_ENTERED (traced threads and untraced alike: the
+/// untraced ones' socket events are then turned away for one helper call
+/// too).
+#[inline(always)]
+fn note_entered(tgid: u32, tid: u32, regs: u64) {
+    if let Some(e) = LAST_ENTERED.get_ptr_mut(0) {
+        // SAFETY: a live per-CPU map value of this CPU.
+        unsafe { *e = [u64::from(tgid) << 32 | u64::from(tid), regs] };
+    }
 }
 
 /// The current task if its process is traced, for every hook but
@@ -242,7 +264,13 @@ pub fn enter_task(regs: u64) -> Option<Task> {
 /// is counted as doing no particular method.
 #[inline(always)]
 pub fn current_traced() -> Option<Task> {
-    traced_at(current_regs())
+    let id = bpf_get_current_pid_tgid();
+    let regs = match LAST_ENTERED.get_ptr(0) {
+        // SAFETY: a live per-CPU map value of this CPU.
+        Some(e) if unsafe { (*e)[0] } == id && id != 0 => unsafe { (*e)[1] },
+        _ => current_regs(),
+    };
+    traced_at(regs)
 }
 
 /// `current_traced` for hooks that know where the current thread's saved
