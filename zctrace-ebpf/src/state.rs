@@ -159,19 +159,25 @@ fn config(idx: u32) -> u32 {
     CONFIG.get(idx).copied().unwrap_or(0)
 }
 
-/// Per CPU, the thread whose syscall entered last on this CPU: its id as
-/// `bpf_get_current_pid_tgid` reports it, and its saved registers. The
-/// socket hooks fire inside syscalls, nearly always on the CPU the call
-/// entered on: when the current thread's id matches, its registers come
-/// from here, one helper call instead of two. The id check makes a stale
-/// entry (the thread moved, another ran since) a miss, never a wrong
-/// thread.
-#[map]
-static LAST_ENTERED: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+/// What each CPU keeps for the programs running on it, in one cache line
+/// (sys_enter writes both parts, a socket hook reads the second).
+#[repr(C)]
+pub struct PerCpu {
+    /// A scratch word (see `regs_addr`).
+    scratch: u64,
+    /// The thread whose syscall entered last on this CPU: its id as
+    /// `bpf_get_current_pid_tgid` reports it, and its saved registers.
+    /// The socket hooks fire inside syscalls, nearly always on the CPU the
+    /// call entered on: when the current thread's id matches, its
+    /// registers come from here, one helper call instead of two. The id
+    /// check makes a stale entry (the thread moved, another ran since) a
+    /// miss, never a wrong thread.
+    entered_id: u64,
+    entered_regs: u64,
+}
 
-/// One scratch word per CPU (see `regs_addr`).
 #[map]
-static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static PER_CPU: PerCpuArray<PerCpu> = PerCpuArray::with_max_entries(1, 0);
 
 /// The address of a `pt_regs` as a plain number. The verifier types the
 /// pointer (a BTF pointer) and refuses arithmetic on it, but map memory is
@@ -182,7 +188,11 @@ static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// takes the slow path.
 #[inline(always)]
 pub fn regs_addr(regs: *const PtRegs) -> u64 {
-    let Some(cell) = SCRATCH.get_ptr_mut(0) else {
+    let Some(cell) = PER_CPU
+        .get_ptr_mut(0)
+        // SAFETY: a live per-CPU map value; only the field's address is taken.
+        .map(|p| unsafe { ptr::addr_of_mut!((*p).scratch) })
+    else {
         return NO_REGS;
     };
     // SAFETY: a live per-CPU map value of this CPU.
@@ -245,14 +255,17 @@ pub fn enter_task(regs: u64) -> Option<Task> {
     resolve(regs, idx, slot, true)
 }
 
-/// Fills this CPU's LAST_ENTERED (traced threads and untraced alike: the
-/// untraced ones' socket events are then turned away for one helper call
-/// too).
+/// Notes the thread entering a syscall on this CPU (traced threads and
+/// untraced alike: the untraced ones' socket events are then turned away
+/// for one helper call too).
 #[inline(always)]
 fn note_entered(tgid: u32, tid: u32, regs: u64) {
-    if let Some(e) = LAST_ENTERED.get_ptr_mut(0) {
+    if let Some(e) = PER_CPU.get_ptr_mut(0) {
         // SAFETY: a live per-CPU map value of this CPU.
-        unsafe { *e = [u64::from(tgid) << 32 | u64::from(tid), regs] };
+        unsafe {
+            (*e).entered_id = u64::from(tgid) << 32 | u64::from(tid);
+            (*e).entered_regs = regs;
+        }
     }
 }
 
@@ -265,9 +278,9 @@ fn note_entered(tgid: u32, tid: u32, regs: u64) {
 #[inline(always)]
 pub fn current_traced() -> Option<Task> {
     let id = bpf_get_current_pid_tgid();
-    let regs = match LAST_ENTERED.get_ptr(0) {
+    let regs = match PER_CPU.get_ptr(0) {
         // SAFETY: a live per-CPU map value of this CPU.
-        Some(e) if unsafe { (*e)[0] } == id && id != 0 => unsafe { (*e)[1] },
+        Some(e) if unsafe { (*e).entered_id } == id && id != 0 => unsafe { (*e).entered_regs },
         _ => current_regs(),
     };
     traced_at(regs)
