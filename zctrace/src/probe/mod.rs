@@ -634,6 +634,8 @@ fn attach(
                             let _ = p.unload();
                         }
                     }
+                    // (aya's messages may end in a full stop.)
+                    let fexit_err = fexit_err.trim_end_matches('.');
                     Err(format!("fexit: {fexit_err}; kprobe: {e}"))
                 }
             }
