@@ -240,19 +240,7 @@ fn task_of(st: *mut ThreadState) -> Task {
 /// two compares: no helper call, no hashing.
 #[inline(always)]
 pub fn enter_task(regs: u64) -> Option<Task> {
-    let idx = thread_slot(regs);
-    let slot = THREAD_TABLE.get_ptr_mut(idx)?;
-    // SAFETY: a live table value (only its owner writes it).
-    let s = unsafe { &*slot };
-    if s.owner == regs && s.generation == config(config::GENERATION) {
-        note_entered(s.tgid, s.tid, regs);
-        return (s.traced != 0).then_some(Task {
-            tgid: s.tgid,
-            tid: s.tid,
-            st: slot,
-        });
-    }
-    resolve(regs, idx, slot, true)
+    find(regs, true)
 }
 
 /// Notes the thread entering a syscall on this CPU (traced threads and
@@ -293,14 +281,27 @@ pub fn current_traced() -> Option<Task> {
 /// for the CPU's speculation mitigations).
 #[inline(always)]
 pub fn traced_at(regs: u64) -> Option<Task> {
+    find(regs, false)
+}
+
+/// The thread table's fast path, shared by every hook: the slot of the
+/// thread whose registers are at `regs`, when that thread owns it and its
+/// state is of this generation; else `resolve`. At syscall entry (`enter`)
+/// the thread is also noted as this CPU's last to enter, and may claim
+/// its slot. `enter` is a constant where this is inlined.
+#[inline(always)]
+fn find(regs: u64, enter: bool) -> Option<Task> {
     let idx = thread_slot(regs);
     let slot = THREAD_TABLE.get_ptr_mut(idx)?;
-    // SAFETY: as in `enter_task`.
+    // SAFETY: a live table value (only its owner writes it).
     let s = unsafe { &*slot };
     if s.owner == regs && s.generation == config(config::GENERATION) {
+        if enter {
+            note_entered(s.tgid, s.tid, regs);
+        }
         return (s.traced != 0).then(|| task_of(slot));
     }
-    resolve(regs, idx, slot, false)
+    resolve(regs, idx, slot, enter)
 }
 
 /// Everything but the fast path: a thread seen for the first time, one

@@ -753,7 +753,7 @@ mod tests {
             for _ in 0..n {
                 zero.read_exact(&mut b).expect("read");
             }
-            rustix::thread::gettid().as_raw_nonzero().get() as u32
+            my_tid()
         })
         .join()
         .expect("reader thread")
@@ -853,8 +853,18 @@ mod tests {
 
     /// The calling thread's id and (voluntary, involuntary) switch counts.
     fn me_and_my_switches() -> (u32, (u64, u64)) {
-        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-        (tid, kernel_count())
+        (my_tid(), kernel_count())
+    }
+
+    fn my_tid() -> u32 {
+        rustix::thread::gettid().as_raw_nonzero().get() as u32
+    }
+
+    /// The probes, loaded with the defaults, tracing this test process.
+    fn traced_self() -> Probes {
+        let mut p = Probes::load(ProbeOptions::default()).expect("load probes");
+        p.trace_pid(std::process::id()).expect("trace self");
+        p
     }
 
     /// Each nanosleep blocks: one voluntary switch per sleep, charged to
@@ -865,8 +875,7 @@ mod tests {
         if !root() {
             return;
         }
-        let mut p = Probes::load(ProbeOptions::default()).expect("load probes");
-        p.trace_pid(std::process::id()).expect("trace self");
+        let mut p = traced_self();
         const SLEEPS: u64 = 20;
         let (tid, kernel) = thread::spawn(|| {
             for _ in 0..SLEEPS {
@@ -885,8 +894,7 @@ mod tests {
         if !root() {
             return;
         }
-        let mut p = Probes::load(ProbeOptions::default()).expect("load probes");
-        p.trace_pid(std::process::id()).expect("trace self");
+        let mut p = traced_self();
         // Two threads spinning on one CPU take turns by preemption.
         let spinner = || {
             thread::spawn(|| {
