@@ -336,6 +336,7 @@ fn test(extra: &[String]) -> Result<()> {
     run(&mut cargo(&[
         "clippy",
         "--all-targets",
+        "--all-features",
         "--",
         "-D",
         "warnings",
@@ -424,7 +425,14 @@ fn run_counting(cmd: &mut Command) -> Result<(u64, u64)> {
 
 fn demo(args: &[String]) -> Result<()> {
     setup()?;
-    run(&mut cargo(&["build", "--release", "--package", "zctrace"])?)?;
+    run(&mut cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "zctrace",
+        "--features",
+        "bench",
+    ])?)?;
     let bin = workspace_root().join("target/release/zctrace");
     let status = Command::new(&bin)
         .arg("demo")
@@ -505,7 +513,14 @@ impl Mode {
 fn bench(rounds: usize) -> Result<()> {
     setup()?;
     ensure_bench_tools()?;
-    run(&mut cargo(&["build", "--release", "--package", "zctrace"])?)?;
+    run(&mut cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "zctrace",
+        "--features",
+        "bench",
+    ])?)?;
     let bin = workspace_root()
         .join("target/release/zctrace")
         .display()

@@ -32,10 +32,12 @@ pub enum Command {
     Hooks(HooksArgs),
     /// Run one demo method without any probes and print its elapsed time
     /// (the workload of `cargo xtask bench`).
+    #[cfg(feature = "bench")]
     #[command(hide = true)]
     Workload(WorkloadArgs),
     /// Copy a buffer in memory and print the best elapsed time: this
     /// machine's memory-copy bandwidth, the benchmark's physical limit.
+    #[cfg(feature = "bench")]
     #[command(hide = true)]
     Memcpy {
         #[arg(long, default_value = "256M", value_parser = parse_size)]
@@ -51,6 +53,7 @@ pub enum Command {
     },
     /// Run a command with empty programs on zctrace's tracepoints: the
     /// overhead floor of `cargo xtask bench`. Exits with its status.
+    #[cfg(feature = "bench")]
     #[command(hide = true)]
     Floor {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
@@ -65,6 +68,7 @@ pub enum Command {
     },
 }
 
+#[cfg(feature = "bench")]
 #[derive(Debug, Args)]
 pub struct WorkloadArgs {
     #[arg(value_parser = parse_method)]

@@ -64,7 +64,7 @@ pub fn header(hooks: &[HookStatus], kernel: &str) -> String {
         let _ = writeln!(
             s,
             "  missing {}: {}",
-            h.name,
+            h.name(),
             h.reason.as_deref().unwrap_or("unknown reason")
         );
     }

@@ -12,7 +12,7 @@ use zctrace_common::Method;
 use super::{DemoOptions, MethodResult, Workspace, measure, run_method};
 use crate::{
     model::ratio,
-    probe::{HookStatus, ProbeOptions, Probes},
+    probe::{HookStatus, ProbeOptions, Probes, Via},
 };
 
 /// The methods the matrix checks on every kernel.
@@ -179,13 +179,13 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
                 let _ = writeln!(
                     s,
                     "hook {} ({:?} tier): attached via {}",
-                    h.name,
+                    h.name(),
                     h.tier,
-                    h.via.unwrap_or("?")
+                    h.via.map_or("?", Via::name)
                 );
             }
             Some(r) => {
-                let _ = writeln!(s, "hook {} ({:?} tier): refused: {r}", h.name, h.tier);
+                let _ = writeln!(s, "hook {} ({:?} tier): refused: {r}", h.name(), h.tier);
             }
         }
     }
@@ -210,7 +210,7 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
     // tracepoint tier's derived ones (2% of the payload, plus 64 KiB for
     // the odd bookkeeping read), method by method.
     let hooks = probes.hook_set();
-    if hooks.copy_site {
+    if hooks.copy_site() {
         let snap = probes.snapshot()?;
         for r in &results {
             let c = snap.thread_io(r.sender_tid);
@@ -241,7 +241,8 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
         .split(',')
         .filter(|n| !n.is_empty())
     {
-        match probes.hooks().iter().find(|h| h.name == name) {
+        let hook = crate::hooks::by_target(name);
+        match probes.hooks().iter().find(|h| Some(h.hook) == hook) {
             Some(h) if h.attached => {}
             Some(h) => missing_required.push(format!(
                 "required hook {name}: {}",
@@ -278,7 +279,7 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::Tier;
+    use crate::probe::{Hook, Tier};
 
     #[test]
     fn ranges_accept_the_textbook_and_reject_a_copying_sendfile() {
@@ -310,10 +311,10 @@ mod tests {
     #[test]
     fn a_refused_hook_must_carry_a_reason() {
         let h = |attached, reason: Option<&str>| HookStatus {
-            name: "tcp_sendmsg_locked",
+            hook: Hook::TcpSendmsgLocked,
             tier: Tier::Tracepoint,
             attached,
-            via: attached.then_some("tp_btf"),
+            via: attached.then_some(Via::TpBtf),
             reason: reason.map(str::to_owned),
             purpose: "",
         };

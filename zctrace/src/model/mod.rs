@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use zctrace_common::{CounterKey, Counters, Method, counter};
 
+pub use crate::hooks::{Hook, HookSet, Tier};
+
 /// Counter rows summed over CPUs, as read from the kernel.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
@@ -67,22 +69,12 @@ pub enum Source {
     Derived,
 }
 
-/// Which probe family a number comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TierOf {
-    /// Tracepoints (observed there, or derived from syscall results).
-    Tracepoint,
-    /// fexit on the functions that do the copying.
-    CopySite,
-}
-
 /// A byte count with its provenance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Bytes {
     pub value: u64,
     pub source: Source,
-    pub tier: TierOf,
+    pub tier: Tier,
     /// The hook that observed it, for observed values.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hook: Option<&'static str>,
@@ -93,7 +85,7 @@ impl Bytes {
         Bytes {
             value,
             source: Source::Derived,
-            tier: TierOf::Tracepoint,
+            tier: Tier::Tracepoint,
             hook: None,
         }
     }
@@ -104,7 +96,7 @@ impl Bytes {
             Some(value) => Bytes {
                 value,
                 source: Source::Observed,
-                tier: TierOf::CopySite,
+                tier: Tier::CopySite,
                 hook: Some("copy site (fexit)"),
             },
             None => fallback,
@@ -114,44 +106,18 @@ impl Bytes {
     /// Prefers the observed count when it covers the derived one (the
     /// observing hook sees only the socket side; file-side copies exist
     /// only as derived counts).
-    fn pick(observed: u64, derived: u64, hook: &'static str, hook_on: bool) -> Self {
-        if hook_on && observed > 0 && observed >= derived {
+    fn pick(observed: u64, derived: u64, hook: Hook, hooks: HookSet) -> Self {
+        if hooks.has(hook) && observed > 0 && observed >= derived {
             Bytes {
                 value: observed,
                 source: Source::Observed,
-                tier: TierOf::Tracepoint,
-                hook: Some(hook),
+                tier: Tier::Tracepoint,
+                hook: Some(hook.target()),
             }
         } else {
             Bytes::derived(derived)
         }
     }
-}
-
-/// Which optional hooks were attached (decides observed vs derived).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HookSet {
-    pub tcp_sendmsg: bool,
-    pub skb_copy: bool,
-    pub page_faults: bool,
-    pub sched_switch: bool,
-    pub block: bool,
-    pub net_xmit: bool,
-    /// The copy-site tier's main sites are all attached.
-    pub copy_site: bool,
-}
-
-#[cfg(test)]
-impl HookSet {
-    pub const ALL: HookSet = HookSet {
-        tcp_sendmsg: true,
-        skb_copy: true,
-        page_faults: true,
-        sched_switch: true,
-        block: true,
-        net_xmit: true,
-        copy_site: false,
-    };
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -208,7 +174,7 @@ impl Measured {
         let faults_user = v[counter::FAULTS_USER];
         // Copy-site counts replace the tracepoint tier's for the CPU copy
         // directions when that tier is in (an observed zero is a zero).
-        let cs = |i: usize| hooks.copy_site.then_some(v[i]);
+        let cs = |i: usize| hooks.copy_site().then_some(v[i]);
         Measured {
             syscalls: v[counter::SYSCALLS],
             mode_switches: 2 * v[counter::SYSCALLS] + 2 * faults_user,
@@ -224,8 +190,8 @@ impl Measured {
                     Bytes::pick(
                         v[counter::U2K_OBSERVED],
                         v[counter::U2K_DERIVED],
-                        "tcp_sendmsg_locked",
-                        hooks.tcp_sendmsg,
+                        Hook::TcpSendmsgLocked,
+                        hooks,
                     ),
                 ),
                 kernel_to_user: Bytes::prefer_copy_site(
@@ -233,8 +199,8 @@ impl Measured {
                     Bytes::pick(
                         v[counter::K2U_OBSERVED],
                         v[counter::K2U_DERIVED],
-                        "skb_copy_datagram_iovec",
-                        hooks.skb_copy,
+                        Hook::SkbCopyDatagramIovec,
+                        hooks,
                     ),
                 ),
                 kernel_to_kernel: Bytes::prefer_copy_site(
@@ -242,16 +208,16 @@ impl Measured {
                     Bytes::pick(
                         v[counter::K2K_OBSERVED],
                         v[counter::K2K_DERIVED],
-                        "tcp_sendmsg_locked",
-                        hooks.tcp_sendmsg,
+                        Hook::TcpSendmsgLocked,
+                        hooks,
                     ),
                 ),
             },
             page_ref_bytes: Bytes::pick(
                 v[counter::PAGEREF_OBSERVED],
                 v[counter::PAGEREF_DERIVED],
-                "tcp_sendmsg_locked",
-                hooks.tcp_sendmsg,
+                Hook::TcpSendmsgLocked,
+                hooks,
             ),
             zerocopy_pinned_bytes: v[counter::ZC_PINNED_OBSERVED],
             direct_io_bytes: v[counter::DIRECT_IO_BYTES],
@@ -370,7 +336,7 @@ mod tests {
     fn mode_switches_count_syscalls_and_user_faults() {
         let m = Measured::from_counters(
             &row(&[(counter::SYSCALLS, 512), (counter::FAULTS_USER, 3)]),
-            HookSet::ALL,
+            HookSet::tracepoint_tier(),
         );
         assert_eq!(m.mode_switches, 1030);
     }
@@ -383,7 +349,7 @@ mod tests {
             (counter::K2U_DERIVED, 1000),
             (counter::K2U_OBSERVED, 10),
         ]);
-        let m = Measured::from_counters(&c, HookSet::ALL);
+        let m = Measured::from_counters(&c, HookSet::tracepoint_tier());
         assert_eq!(m.cpu_copy_bytes.user_to_kernel.source, Source::Observed);
         assert_eq!(m.cpu_copy_bytes.kernel_to_user.source, Source::Derived);
         assert_eq!(m.cpu_copies_per_byte(1000), 2.0);
@@ -396,24 +362,18 @@ mod tests {
     #[test]
     fn the_copy_site_tier_wins_when_it_is_in() {
         let c = row(&[(counter::K2U_DERIVED, 1000), (counter::COPY_SITE_K2U, 990)]);
-        let m = Measured::from_counters(&c, HookSet::ALL);
+        let m = Measured::from_counters(&c, HookSet::tracepoint_tier());
         assert_eq!(m.cpu_copy_bytes.kernel_to_user.value, 1000);
-        assert_eq!(m.cpu_copy_bytes.kernel_to_user.tier, TierOf::Tracepoint);
-        let m = Measured::from_counters(
-            &c,
-            HookSet {
-                copy_site: true,
-                ..HookSet::ALL
-            },
-        );
+        assert_eq!(m.cpu_copy_bytes.kernel_to_user.tier, Tier::Tracepoint);
+        let m = Measured::from_counters(&c, HookSet::of(Hook::ALL));
         assert_eq!(m.cpu_copy_bytes.kernel_to_user.value, 990);
-        assert_eq!(m.cpu_copy_bytes.kernel_to_user.tier, TierOf::CopySite);
+        assert_eq!(m.cpu_copy_bytes.kernel_to_user.tier, Tier::CopySite);
         assert_eq!(m.cpu_copy_bytes.user_to_kernel.value, 0, "an observed zero");
     }
 
     #[test]
     fn empty_counters_are_zero_not_nan() {
-        let m = Measured::from_counters(&Counters::ZERO, HookSet::ALL);
+        let m = Measured::from_counters(&Counters::ZERO, HookSet::tracepoint_tier());
         assert_eq!(m.cpu_copies_per_byte(0), 0.0);
         assert_eq!(m.dma_copies_per_byte(0), 0.0);
     }

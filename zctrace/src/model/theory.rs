@@ -245,7 +245,7 @@ mod tests {
         c.v[counter::U2K_DERIVED] = 16 << 20;
         c.v[counter::K2U_DERIVED] = 16 << 20;
         c.v[counter::XMIT_LOOPBACK_BYTES] = 17 << 20;
-        let m = Measured::from_counters(&c, HookSet::ALL);
+        let m = Measured::from_counters(&c, HookSet::tracepoint_tier());
         let ctx = Context {
             payload: 16 << 20,
             chunks: 256,
@@ -266,7 +266,7 @@ mod tests {
         c.v[counter::SYSCALLS] = 600;
         c.v[counter::PAGEREF_OBSERVED] = 16 << 20;
         c.v[counter::DISK_READ_BYTES] = 16 << 20;
-        let m = Measured::from_counters(&c, HookSet::ALL);
+        let m = Measured::from_counters(&c, HookSet::tracepoint_tier());
         let ctx = Context {
             payload: 16 << 20,
             chunks: 256,

@@ -5,16 +5,21 @@
 //! one, recording for each whether it attached and, if not, the kernel's
 //! reason. Dropping `Probes` detaches everything: nothing is pinned.
 
+pub mod attach;
 pub mod btf;
 
 use std::{collections::BTreeMap, path::Path};
 
-use crate::model::{HookSet, Snapshot};
+#[cfg(feature = "bench")]
+use crate::hooks::{FLOOR_RAW, Kind};
+pub use crate::hooks::{Hook, HookSet, Tier};
+use crate::model::Snapshot;
 
+#[cfg(feature = "bench")]
+use aya::programs::{BtfTracePoint, RawTracePoint};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, Queue, RingBuf},
-    programs::{BtfTracePoint, FExit, KProbe, RawTracePoint},
 };
 use thiserror::Error;
 use zctrace_common::{CounterKey, Counters, MAX_COUNTER_ROWS, Settings, config, stat};
@@ -23,226 +28,6 @@ use self::btf::{KernelBtf, LayoutError, VMLINUX_BTF};
 
 /// The eBPF object, compiled from zctrace-ebpf by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zctrace"));
-
-/// Which family of probes produced a number (see MEASUREMENT.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Tier {
-    /// Tracepoints, raw tracepoints and BTF tracepoints.
-    Tracepoint,
-    /// fexit programs on the functions that perform the copies.
-    CopySite,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    RawTracepoint,
-    BtfTracepoint,
-    /// fexit (`program`), else the kprobe/kretprobe pair.
-    CopySite {
-        entry: &'static str,
-        exit: &'static str,
-    },
-}
-
-struct HookSpec {
-    program: &'static str,
-    target: &'static str,
-    kind: Kind,
-    tier: Tier,
-    /// Without it zctrace cannot count anything.
-    required: bool,
-    purpose: &'static str,
-}
-
-const HOOKS: &[HookSpec] = &[
-    HookSpec {
-        program: "sys_enter",
-        target: "sys_enter",
-        kind: Kind::BtfTracepoint,
-        tier: Tier::Tracepoint,
-        required: true,
-        purpose: "syscall entry: which call, which fds, which method",
-    },
-    HookSpec {
-        program: "sys_exit",
-        target: "sys_exit",
-        kind: Kind::BtfTracepoint,
-        tier: Tier::Tracepoint,
-        required: true,
-        purpose: "syscall result: bytes moved",
-    },
-    HookSpec {
-        program: "sched_switch",
-        target: "sched_switch",
-        kind: Kind::BtfTracepoint,
-        tier: Tier::Tracepoint,
-        required: false,
-        purpose: "context switches",
-    },
-    HookSpec {
-        program: "sched_process_fork",
-        target: "sched_process_fork",
-        kind: Kind::RawTracepoint,
-        tier: Tier::Tracepoint,
-        required: false,
-        purpose: "follow forked children",
-    },
-    HookSpec {
-        program: "sched_process_exit",
-        target: "sched_process_exit",
-        kind: Kind::RawTracepoint,
-        tier: Tier::Tracepoint,
-        required: false,
-        purpose: "notice exits, free thread state",
-    },
-    HookSpec {
-        program: "page_fault_user",
-        target: "page_fault_user",
-        kind: Kind::RawTracepoint,
-        tier: Tier::Tracepoint,
-        required: false,
-        purpose: "user page faults (mode switches)",
-    },
-    HookSpec {
-        program: "page_fault_kernel",
-        target: "page_fault_kernel",
-        kind: Kind::RawTracepoint,
-        tier: Tier::Tracepoint,
-        required: false,
-        purpose: "kernel-mode faults on user memory",
-    },
-    HookSpec {
-        program: "skb_copy_datagram_iovec",
-        target: "skb_copy_datagram_iovec",
-        kind: Kind::RawTracepoint,
-        tier: Tier::Tracepoint,
-        required: false,
-        purpose: "socket receive copies to user memory",
-    },
-    HookSpec {
-        program: "tcp_sendmsg_locked",
-        target: "tcp_sendmsg_locked",
-        kind: Kind::BtfTracepoint,
-        tier: Tier::Tracepoint,
-        required: false,
-        purpose: "TCP send: user copy, pinned pages or page references",
-    },
-    HookSpec {
-        program: "net_dev_xmit",
-        target: "net_dev_xmit",
-        kind: Kind::BtfTracepoint,
-        tier: Tier::Tracepoint,
-        required: false,
-        purpose: "transmitted bytes: loopback vs device DMA",
-    },
-    HookSpec {
-        program: "block_rq_issue",
-        target: "block_rq_issue",
-        kind: Kind::RawTracepoint,
-        tier: Tier::Tracepoint,
-        required: false,
-        purpose: "disk DMA bytes at request issue",
-    },
-    HookSpec {
-        program: "fx_filemap_read",
-        target: "filemap_read",
-        kind: Kind::CopySite {
-            entry: "kp_filemap_read",
-            exit: "kr_filemap_read",
-        },
-        tier: Tier::CopySite,
-        required: false,
-        purpose: "page cache to user memory (read of a cached file)",
-    },
-    HookSpec {
-        program: "fx_shmem_read",
-        target: "shmem_file_read_iter",
-        kind: Kind::CopySite {
-            entry: "kp_shmem_read",
-            exit: "kr_shmem_read",
-        },
-        tier: Tier::CopySite,
-        required: false,
-        purpose: "tmpfs pages to user memory (tmpfs bypasses filemap_read)",
-    },
-    HookSpec {
-        program: "fx_perform_write",
-        target: "generic_perform_write",
-        kind: Kind::CopySite {
-            entry: "kp_perform_write",
-            exit: "kr_perform_write",
-        },
-        tier: Tier::CopySite,
-        required: false,
-        purpose: "user or kernel memory into the page cache",
-    },
-    HookSpec {
-        program: "fx_pipe_read",
-        target: "pipe_read",
-        kind: Kind::CopySite {
-            entry: "kp_pipe_read",
-            exit: "kr_pipe_read",
-        },
-        tier: Tier::CopySite,
-        required: false,
-        purpose: "pipe buffers to user memory",
-    },
-    HookSpec {
-        program: "fx_pipe_write",
-        target: "pipe_write",
-        kind: Kind::CopySite {
-            entry: "kp_pipe_write",
-            exit: "kr_pipe_write",
-        },
-        tier: Tier::CopySite,
-        required: false,
-        purpose: "user memory into pipe buffers",
-    },
-    HookSpec {
-        program: "fx_skb_copy",
-        target: "skb_copy_datagram_iter",
-        kind: Kind::CopySite {
-            entry: "kp_skb_copy",
-            exit: "kr_skb_copy",
-        },
-        tier: Tier::CopySite,
-        required: false,
-        purpose: "socket data to the receiver's memory",
-    },
-    HookSpec {
-        program: "fx_tcp_sendmsg",
-        target: "tcp_sendmsg_locked",
-        kind: Kind::CopySite {
-            entry: "kp_tcp_sendmsg",
-            exit: "kr_tcp_sendmsg",
-        },
-        tier: Tier::CopySite,
-        required: false,
-        purpose: "TCP send: copy, pin or page references, with the byte count",
-    },
-    HookSpec {
-        program: "fx_sendpages",
-        target: "do_tcp_sendpages",
-        kind: Kind::CopySite {
-            entry: "kp_sendpages",
-            exit: "kr_sendpages",
-        },
-        tier: Tier::CopySite,
-        required: false,
-        purpose: "pages handed to TCP by reference (kernels before 6.5)",
-    },
-];
-
-/// The copy-site hooks without which that tier would miss copies of the
-/// demo's methods (pipes and the pre-6.5 sendpage path are extras).
-const COPY_SITE_CORE: [&str; 5] = [
-    "filemap_read",
-    "shmem_file_read_iter",
-    "generic_perform_write",
-    "skb_copy_datagram_iter",
-    "tcp_sendmsg_locked",
-];
 
 /// How many counter rows to make: MAX_COUNTER_ROWS, or fewer where that
 /// many per-CPU rows would take more than 64 MiB (many CPUs).
@@ -256,14 +41,27 @@ fn row_capacity() -> u32 {
 /// What became of one hook.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct HookStatus {
-    pub name: &'static str,
+    /// Listed by its kernel target's name.
+    #[serde(rename = "name", serialize_with = "serialize_hook")]
+    pub hook: Hook,
     pub tier: Tier,
     pub attached: bool,
-    /// How it is attached: "raw_tracepoint", "tp_btf", "fexit" or "kprobe".
-    pub via: Option<&'static str>,
+    /// How it is attached.
+    pub via: Option<Via>,
     /// The kernel's reason when it did not attach.
     pub reason: Option<String>,
     pub purpose: &'static str,
+}
+
+fn serialize_hook<S: serde::Serializer>(h: &Hook, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(h.target())
+}
+
+impl HookStatus {
+    /// The name users see: the tracepoint or kernel function.
+    pub fn name(&self) -> &'static str {
+        self.hook.target()
+    }
 }
 
 #[derive(Debug, Error)]
@@ -272,14 +70,34 @@ pub enum ProbeError {
     Layout(#[from] LayoutError),
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
-    #[error("required hook {hook} did not attach: {reason}")]
-    Required { hook: &'static str, reason: String },
+    #[error("required hook {} did not attach: {reason}", hook.target())]
+    Required { hook: Hook, reason: AttachError },
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
     #[error("eBPF map access failed: {0}")]
     Map(#[from] aya::maps::MapError),
     #[error("cannot count the CPUs: {0}")]
     Cpus(std::io::Error),
+}
+
+impl ProbeError {
+    /// The errno the kernel gave, if one is anywhere in the error's chain.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            ProbeError::Required { reason, .. } => reason.errno,
+            e => attach::errno(e),
+        }
+    }
+
+    /// The exit status this error means: 4 when the kernel lacks a feature,
+    /// 3 when loading was refused for lack of privilege (EPERM), else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ProbeError::Layout(_) | ProbeError::Required { .. } => 4,
+            ProbeError::Load(_) if self.errno() == Some(libc::EPERM) => 3,
+            _ => 1,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -337,34 +155,35 @@ impl Probes {
             .map_max_entries("FREE_ROWS", rows)
             .override_global("ROW_CAPACITY", &rows, true)
             .load(EBPF_OBJECT)?;
-        let mut hooks = Vec::with_capacity(HOOKS.len());
-        for spec in HOOKS {
-            let result = attach(&mut ebpf, spec, aya_btf.as_ref());
+        let mut hooks = Vec::with_capacity(Hook::ALL.len());
+        for hook in Hook::ALL {
+            let spec = hook.spec();
+            let result = attach::attach(&mut ebpf, hook, aya_btf.as_ref());
             if spec.required
                 && let Err(reason) = &result
             {
                 return Err(ProbeError::Required {
-                    hook: spec.program,
+                    hook,
                     reason: reason.clone(),
                 });
             }
+            let (via, reason) = match result {
+                Ok(via) => (Some(via), None),
+                Err(e) => (None, Some(e.message)),
+            };
             hooks.push(HookStatus {
-                name: spec.target,
+                hook,
                 tier: spec.tier,
-                attached: result.is_ok(),
-                via: result.as_ref().ok().copied(),
-                reason: result.err(),
+                attached: via.is_some(),
+                via,
+                reason,
                 purpose: spec.purpose,
             });
         }
         let mut probes = Self { ebpf, hooks };
         // Thread-table slots are released at thread exit: no table without
         // that hook.
-        let table = !opts.no_thread_table
-            && probes
-                .hooks
-                .iter()
-                .any(|h| h.name == "sched_process_exit" && h.attached);
+        let table = !opts.no_thread_table && probes.hook_set().has(Hook::SchedProcessExit);
         let mut cfg: Array<_, u32> = Array::try_from(probes.map_mut("CONFIG")?)?;
         cfg.set(config::THREAD_TABLE, u32::from(table), 0)?;
         Ok(probes)
@@ -373,6 +192,7 @@ impl Probes {
     /// The overhead floor: empty programs on the tracepoint tier's hooks
     /// (nothing is counted). Returns the probes (detached on drop) and how
     /// many hooks attached.
+    #[cfg(feature = "bench")]
     pub fn load_floor() -> Result<(Self, usize), ProbeError> {
         let aya_btf = aya::Btf::from_sys_fs().ok();
         let mut ebpf = EbpfLoader::new()
@@ -380,26 +200,26 @@ impl Probes {
             .allow_unsupported_maps()
             .load(EBPF_OBJECT)?;
         let mut attached = 0;
-        let raw: Vec<&str> = HOOKS
-            .iter()
-            .filter(|h| h.kind == Kind::RawTracepoint)
-            .map(|h| h.target)
-            .collect();
-        if let Some(p) = ebpf.program_mut("floor_raw") {
+        if let Some(p) = ebpf.program_mut(FLOOR_RAW) {
             let p: &mut RawTracePoint = p.try_into().map_err(aya::EbpfError::from)?;
             p.load().map_err(aya::EbpfError::from)?;
-            for t in raw {
-                attached += usize::from(p.attach(t).is_ok());
+            for h in Hook::ALL {
+                if h.spec().kind == Kind::RawTracepoint {
+                    attached += usize::from(p.attach(h.target()).is_ok());
+                }
             }
         }
-        // One empty BTF tracepoint program per BTF tracepoint hook, named
-        // floor_<target>.
-        for h in HOOKS.iter().filter(|h| h.kind == Kind::BtfTracepoint) {
+        // One empty BTF tracepoint program per BTF tracepoint hook.
+        for h in Hook::ALL {
+            let spec = h.spec();
+            if spec.kind != Kind::BtfTracepoint {
+                continue;
+            }
             if let (Some(btf), Some(p)) = (
                 aya_btf.as_ref(),
-                ebpf.program_mut(&format!("floor_{}", h.target)),
+                spec.floor.and_then(|f| ebpf.program_mut(f)),
             ) && let Ok(p) = <&mut BtfTracePoint>::try_from(p)
-                && p.load(h.target, btf).is_ok()
+                && p.load(spec.target, btf).is_ok()
             {
                 attached += usize::from(p.attach().is_ok());
             }
@@ -417,32 +237,9 @@ impl Probes {
         &self.hooks
     }
 
-    /// Whether the tracepoint-tier hook of this name attached (a name can
-    /// exist in both tiers: tcp_sendmsg_locked).
-    pub fn tracepoint_attached(&self, name: &str) -> bool {
-        self.hooks
-            .iter()
-            .any(|h| h.name == name && h.tier == Tier::Tracepoint && h.attached)
-    }
-
-    /// Which optional hooks attached, for the model's observed/derived choice.
+    /// Which hooks attached, for the model's observed/derived choice.
     pub fn hook_set(&self) -> HookSet {
-        let on = |n| self.tracepoint_attached(n);
-        HookSet {
-            tcp_sendmsg: on("tcp_sendmsg_locked"),
-            skb_copy: on("skb_copy_datagram_iovec"),
-            page_faults: on("page_fault_user"),
-            sched_switch: on("sched_switch"),
-            block: on("block_rq_issue"),
-            net_xmit: on("net_dev_xmit"),
-            // The CPU-copy directions come from this tier only when all of
-            // its main sites are in: a partial tier would miss copies.
-            copy_site: COPY_SITE_CORE.iter().all(|n| {
-                self.hooks
-                    .iter()
-                    .any(|h| h.name == *n && h.tier == Tier::CopySite && h.attached)
-            }),
-        }
+        HookSet::of(self.hooks.iter().filter(|h| h.attached).map(|h| h.hook))
     }
 
     /// Adds a process (all its threads) to the traced set.
@@ -566,102 +363,7 @@ impl Probes {
     }
 }
 
-/// Loads and attaches one hook; returns how, or the kernel's reason (in
-/// one line, with the full error chain).
-fn attach(
-    ebpf: &mut Ebpf,
-    spec: &HookSpec,
-    btf: Option<&aya::Btf>,
-) -> Result<&'static str, String> {
-    fn chain(e: aya::programs::ProgramError) -> String {
-        error_chain(&e)
-    }
-    fn program<'a>(
-        ebpf: &'a mut Ebpf,
-        name: &str,
-    ) -> Result<&'a mut aya::programs::Program, String> {
-        ebpf.program_mut(name)
-            .ok_or_else(|| format!("program {name} not in the object"))
-    }
-    let no_btf = || "the kernel's BTF could not be read".to_owned();
-    match spec.kind {
-        Kind::RawTracepoint => {
-            let p: &mut RawTracePoint = program(ebpf, spec.program)?.try_into().map_err(chain)?;
-            p.load().map_err(chain)?;
-            p.attach(spec.target).map_err(chain)?;
-            Ok("raw_tracepoint")
-        }
-        Kind::BtfTracepoint => {
-            let btf = btf.ok_or_else(no_btf)?;
-            let p: &mut BtfTracePoint = program(ebpf, spec.program)?.try_into().map_err(chain)?;
-            p.load(spec.target, btf).map_err(chain)?;
-            p.attach().map_err(chain)?;
-            Ok("tp_btf")
-        }
-        Kind::CopySite { entry, exit } => {
-            // ZCTRACE_COPY_SITE=kprobe skips fexit (to test the fallback).
-            let fexit_err = if std::env::var("ZCTRACE_COPY_SITE").as_deref() == Ok("kprobe") {
-                "skipped (ZCTRACE_COPY_SITE=kprobe)".to_owned()
-            } else {
-                let r = (|| -> Result<(), String> {
-                    let btf = btf.ok_or_else(no_btf)?;
-                    let p: &mut FExit = program(ebpf, spec.program)?.try_into().map_err(chain)?;
-                    p.load(spec.target, btf).map_err(chain)?;
-                    p.attach().map_err(chain)?;
-                    Ok(())
-                })();
-                match r {
-                    Ok(()) => return Ok("fexit"),
-                    Err(e) => e,
-                }
-            };
-            let pair = |ebpf: &mut Ebpf| -> Result<(), String> {
-                for name in [entry, exit] {
-                    let p: &mut KProbe = program(ebpf, name)?.try_into().map_err(chain)?;
-                    p.load().map_err(chain)?;
-                    p.attach(spec.target, 0).map_err(chain)?;
-                }
-                Ok(())
-            };
-            match pair(ebpf) {
-                Ok(()) => Ok("kprobe"),
-                Err(e) => {
-                    // Never leave half a pair behind: unload whichever loaded.
-                    for name in [entry, exit] {
-                        if let Ok(p) = program(ebpf, name)
-                            && let Ok(p) = <&mut KProbe>::try_from(p)
-                        {
-                            let _ = p.unload();
-                        }
-                    }
-                    // (aya's messages may end in a full stop.)
-                    let fexit_err = fexit_err.trim_end_matches('.');
-                    Err(format!("fexit: {fexit_err}; kprobe: {e}"))
-                }
-            }
-        }
-    }
-}
-
-/// Formats an error and its sources on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        src = cause.source();
-    }
-    let s = s.replace('\n', " ");
-    // aya appends the verifier log; an empty one is noise.
-    s.trim()
-        .trim_end_matches("Verifier output:")
-        .trim()
-        .to_owned()
-}
+pub use self::attach::{AttachError, Via, error_chain};
 
 /// "attached/total" for one tier, and the first refusal's reason.
 pub fn tier_summary(hooks: &[HookStatus], tier: Tier) -> (usize, usize, Option<&str>) {
@@ -669,6 +371,27 @@ pub fn tier_summary(hooks: &[HookStatus], tier: Tier) -> (usize, usize, Option<&
     let attached = of_tier().filter(|h| h.attached).count();
     let reason = of_tier().find_map(|h| h.reason.as_deref());
     (attached, of_tier().count(), reason)
+}
+
+#[cfg(test)]
+mod object_tests {
+    use super::*;
+
+    /// Every program a hook names is in the object build.rs embedded, so a
+    /// renamed eBPF function fails here, not as "not attached" at run time.
+    #[test]
+    fn every_program_a_hook_names_is_in_the_object() {
+        let obj = aya_obj::Object::parse(EBPF_OBJECT).expect("parse the eBPF object");
+        for hook in Hook::ALL {
+            for name in hook.programs() {
+                assert!(
+                    obj.programs.contains_key(name),
+                    "{hook:?} names {name}, which the object lacks"
+                );
+            }
+        }
+        assert!(obj.programs.contains_key(crate::hooks::FLOOR_RAW));
+    }
 }
 
 #[cfg(test)]

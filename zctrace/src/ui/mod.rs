@@ -68,7 +68,7 @@ fn status_line(app: &App) -> Paragraph<'static> {
         .hooks
         .iter()
         .filter(|h| !h.attached && h.tier == crate::probe::Tier::Tracepoint)
-        .map(|h| h.name)
+        .map(|h| h.name())
         .collect();
     let mut spans = vec![
         Span::styled(" zctrace ", Style::new().bold().reversed()),

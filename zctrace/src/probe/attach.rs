@@ -1,0 +1,167 @@
+//! Attaching one hook, tier by tier, with the kernel's reason when it
+//! refuses.
+
+use aya::{
+    Ebpf,
+    programs::{BtfTracePoint, FExit, KProbe, Program, ProgramError, RawTracePoint},
+};
+
+use crate::hooks::{Hook, Kind};
+
+/// How a hook is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    RawTracepoint,
+    TpBtf,
+    Fexit,
+    Kprobe,
+}
+
+impl Via {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Via::RawTracepoint => "raw_tracepoint",
+            Via::TpBtf => "tp_btf",
+            Via::Fexit => "fexit",
+            Via::Kprobe => "kprobe",
+        }
+    }
+}
+
+/// Why a hook did not attach: the kernel's reason on one line, and the
+/// errno it gave, if any, for callers to match on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct AttachError {
+    pub message: String,
+    pub errno: Option<i32>,
+}
+
+impl AttachError {
+    fn new(message: impl Into<String>) -> Self {
+        AttachError {
+            message: message.into(),
+            errno: None,
+        }
+    }
+}
+
+impl From<ProgramError> for AttachError {
+    fn from(e: ProgramError) -> Self {
+        AttachError {
+            message: error_chain(&e),
+            errno: errno(&e),
+        }
+    }
+}
+
+/// The first OS error in an error's chain (aya wraps the `bpf()` and
+/// `perf_event_open()` syscalls' `io::Error`s).
+pub fn errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut src = Some(e);
+    while let Some(e) = src {
+        if let Some(n) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return Some(n);
+        }
+        src = e.source();
+    }
+    None
+}
+
+/// Formats an error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    let s = s.replace('\n', " ");
+    // aya appends the verifier log; an empty one is noise.
+    s.trim()
+        .trim_end_matches("Verifier output:")
+        .trim()
+        .to_owned()
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Program, AttachError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| AttachError::new(format!("program {name} not in the object")))
+}
+
+fn no_btf() -> AttachError {
+    AttachError::new("the kernel's BTF could not be read")
+}
+
+/// Loads and attaches one hook; returns how, or why not.
+pub fn attach(ebpf: &mut Ebpf, hook: Hook, btf: Option<&aya::Btf>) -> Result<Via, AttachError> {
+    let spec = hook.spec();
+    match spec.kind {
+        Kind::RawTracepoint => {
+            let p: &mut RawTracePoint = program(ebpf, spec.program)?.try_into()?;
+            p.load()?;
+            p.attach(spec.target)?;
+            Ok(Via::RawTracepoint)
+        }
+        Kind::BtfTracepoint => {
+            let btf = btf.ok_or_else(no_btf)?;
+            let p: &mut BtfTracePoint = program(ebpf, spec.program)?.try_into()?;
+            p.load(spec.target, btf)?;
+            p.attach()?;
+            Ok(Via::TpBtf)
+        }
+        Kind::CopySite { entry, exit } => {
+            // ZCTRACE_COPY_SITE=kprobe skips fexit (to test the fallback).
+            let fexit_err = if std::env::var("ZCTRACE_COPY_SITE").as_deref() == Ok("kprobe") {
+                AttachError::new("skipped (ZCTRACE_COPY_SITE=kprobe)")
+            } else {
+                let r = (|| -> Result<(), AttachError> {
+                    let btf = btf.ok_or_else(no_btf)?;
+                    let p: &mut FExit = program(ebpf, spec.program)?.try_into()?;
+                    p.load(spec.target, btf)?;
+                    p.attach()?;
+                    Ok(())
+                })();
+                match r {
+                    Ok(()) => return Ok(Via::Fexit),
+                    Err(e) => e,
+                }
+            };
+            let pair = |ebpf: &mut Ebpf| -> Result<(), AttachError> {
+                for name in [entry, exit] {
+                    let p: &mut KProbe = program(ebpf, name)?.try_into()?;
+                    p.load()?;
+                    p.attach(spec.target, 0)?;
+                }
+                Ok(())
+            };
+            match pair(ebpf) {
+                Ok(()) => Ok(Via::Kprobe),
+                Err(e) => {
+                    // Never leave half a pair behind: unload whichever loaded.
+                    for name in [entry, exit] {
+                        if let Ok(p) = program(ebpf, name)
+                            && let Ok(p) = <&mut KProbe>::try_from(p)
+                        {
+                            let _ = p.unload();
+                        }
+                    }
+                    // (aya's messages may end in a full stop.)
+                    let fexit_msg = fexit_err.message.trim_end_matches('.');
+                    Err(AttachError {
+                        message: format!("fexit: {fexit_msg}; kprobe: {}", e.message),
+                        errno: fexit_err.errno.or(e.errno),
+                    })
+                }
+            }
+        }
+    }
+}
