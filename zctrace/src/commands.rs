@@ -14,6 +14,7 @@ use crate::{
     demo::{self, DemoOptions, methods::DEMO_METHODS, report},
     preflight,
     probe::{ProbeOptions, Probes},
+    sample::{Sampler, SamplerOptions},
     trace, tui,
 };
 
@@ -86,18 +87,25 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     if !args.no_tui && !args.pitfalls && !args.json && std::io::stdout().is_terminal() {
         return tui::run_demo(opts, probes, stop, args.repeat, kernel);
     }
+    let mut sampler = Sampler::new(
+        probes,
+        SamplerOptions {
+            demo: Some(opts.clone()),
+            ..SamplerOptions::default()
+        },
+    );
     loop {
         if !args.json {
-            emit(&report::header(probes.hooks(), &kernel))?;
+            emit(&report::header(sampler.probes().hooks(), &kernel))?;
         }
-        let results = demo::run_all(&opts, &probes, &stop, |r| {
+        let results = demo::run_all(&opts, &mut sampler, &stop, |r| {
             if args.json {
                 Ok(())
             } else {
                 emit(&report::method_block(r))
             }
         })?;
-        let stats = probes.stats()?;
+        let stats = sampler.sample()?.stats;
         let pitfalls = if args.pitfalls {
             let dir = tempfile::Builder::new()
                 .prefix("zctrace-pitfalls-")
@@ -114,7 +122,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
                 file_size: opts.size,
                 chunk: opts.chunk,
                 cold: opts.cold,
-                hooks: probes.hooks(),
+                hooks: sampler.probes().hooks(),
                 methods: &results,
                 pitfalls: pitfalls.as_deref(),
                 stats,
@@ -166,12 +174,7 @@ fn wants_dashboard(t: &TraceArgs) -> bool {
 }
 
 fn trace_app(probes: &Probes, target: String) -> crate::app::App {
-    crate::app::App::for_trace(
-        probes.hooks().to_vec(),
-        probes.hook_set(),
-        preflight::kernel_release(),
-        target,
-    )
+    crate::app::App::for_trace(probes.hooks().to_vec(), preflight::kernel_release(), target)
 }
 
 pub fn attach(args: &AttachArgs) -> Result<()> {
@@ -185,7 +188,7 @@ pub fn attach(args: &AttachArgs) -> Result<()> {
         ..ProbeOptions::default()
     })?;
     if !wants_dashboard(&args.trace) {
-        return trace::attach(&mut probes, &args.pids, &trace_options(&args.trace), &stop);
+        return trace::attach(probes, &args.pids, &trace_options(&args.trace), &stop);
     }
     let targets = trace::start_attach(&mut probes, &args.pids)?;
     let pids: Vec<String> = args.pids.iter().map(u32::to_string).collect();
@@ -202,12 +205,7 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         ..ProbeOptions::default()
     })?;
     if !wants_dashboard(&args.trace) {
-        return trace::run(
-            &mut probes,
-            &args.command,
-            &trace_options(&args.trace),
-            &stop,
-        );
+        return trace::run(probes, &args.command, &trace_options(&args.trace), &stop);
     }
     // The dashboard owns the terminal: the command's output goes to a file.
     let log = std::env::temp_dir().join(format!("zctrace-run-{}.log", std::process::id()));

@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod model;
 pub mod preflight;
 pub mod probe;
+pub mod sample;
 pub mod trace;
 pub mod tui;
 pub mod ui;

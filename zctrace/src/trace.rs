@@ -22,6 +22,7 @@ use zctrace_common::{Counters, Event, Method, event_kind};
 use crate::{
     model::{HookSet, Measured, Snapshot, human_bytes},
     probe::Probes,
+    sample::{Sampler, SamplerOptions},
 };
 
 /// A problem with the process to trace (exit status 5).
@@ -212,31 +213,24 @@ fn sink(opts: &TraceOptions, default_stderr: bool) -> Result<Box<dyn Write>> {
 /// Samples the counters until `done()` or the duration or a signal, writing
 /// interval reports, then the final one.
 fn watch(
-    probes: &mut Probes,
+    sampler: &mut Sampler,
     opts: &TraceOptions,
     stop: &AtomicBool,
     out: &mut dyn Write,
-    hide: Option<u32>,
     mut done: impl FnMut() -> Result<bool>,
 ) -> Result<()> {
     let started = Instant::now();
-    let hooks = probes.hook_set();
-    let mut names = Names::default();
-    let mut ring = probes.take_events()?;
     let mut next_report = opts.interval.map(|i| started + i);
     let tick = Duration::from_millis(50);
     loop {
-        names.drain(&mut ring, 0);
+        sampler.poll_events();
         let finished = done()?
             || stop.load(Ordering::Relaxed)
             || opts.duration.is_some_and(|d| started.elapsed() >= d);
         let due = next_report.is_some_and(|t| Instant::now() >= t);
         if finished || due {
-            names.drain(&mut ring, 0);
-            let mut snap = probes.snapshot()?;
-            snap.rows.retain(|k, _| Some(k.tgid) != hide);
-            let rows = rows(&snap, hooks, &mut names);
-            report(out, opts, started, &rows, finished)?;
+            let sample = sampler.sample()?;
+            report(out, opts, started, &sample.processes, finished)?;
             if let (Some(t), Some(i)) = (next_report.as_mut(), opts.interval) {
                 *t += i;
             }
@@ -246,6 +240,18 @@ fn watch(
         }
         std::thread::sleep(tick);
     }
+}
+
+/// A sampler of per-process rows, `hide` left out.
+fn process_sampler(probes: Probes, hide: Option<u32>) -> Sampler {
+    Sampler::new(
+        probes,
+        SamplerOptions {
+            hide,
+            processes: true,
+            demo: None,
+        },
+    )
 }
 
 fn report(
@@ -339,14 +345,15 @@ pub fn all_exited(targets: &[u32]) -> bool {
 
 /// `zctrace attach PID...` with tables or JSON.
 pub fn attach(
-    probes: &mut Probes,
+    mut probes: Probes,
     pids: &[u32],
     opts: &TraceOptions,
     stop: &AtomicBool,
 ) -> Result<()> {
-    let targets = start_attach(probes, pids)?;
+    let targets = start_attach(&mut probes, pids)?;
     let mut out = sink(opts, false)?;
-    watch(probes, opts, stop, &mut *out, None, || {
+    let mut sampler = process_sampler(probes, None);
+    watch(&mut sampler, opts, stop, &mut *out, || {
         Ok(all_exited(&targets))
     })
 }
@@ -409,15 +416,15 @@ pub fn exit_code(status: std::process::ExitStatus) -> u8 {
 /// `zctrace run -- CMD...` with tables or JSON; returns the command's
 /// exit status for ours.
 pub fn run(
-    probes: &mut Probes,
+    mut probes: Probes,
     argv: &[OsString],
     opts: &TraceOptions,
     stop: &AtomicBool,
 ) -> Result<u8> {
-    let mut child = spawn_traced(probes, argv, None)?;
-    let me = std::process::id();
+    let mut child = spawn_traced(&mut probes, argv, None)?;
     let mut out = sink(opts, true)?;
-    let watched = watch(probes, opts, stop, &mut *out, Some(me), || {
+    let mut sampler = process_sampler(probes, Some(std::process::id()));
+    let watched = watch(&mut sampler, opts, stop, &mut *out, || {
         Ok(child.try_wait()?.is_some())
     });
     let code = finish(&mut child)?;

@@ -1,10 +1,12 @@
 //! The dashboard's terminal handling and event loop.
 //!
-//! Three producer threads feed one bounded channel: the probe sampler (it
-//! owns the probes; counters and events every refresh), the demo runner and
-//! the key reader. Each stops when its send fails. The main thread folds
-//! events into the App and redraws when something changed, at most
-//! `MAX_FPS` times a second. The terminal is restored by a Drop guard, and
+//! Two producer threads feed the dashboard's one bounded channel: the
+//! sampler (src/sample.rs: it owns the probes and sends one converted
+//! sample per period) and the key reader. Each stops when its send fails.
+//! The demo runner reports to the sampler, and the dashboard's own
+//! commands (event log on/off, reset) go to it down one typed channel. The
+//! main thread folds events into the App and redraws when something
+//! changed, at most `MAX_FPS` times a second. The terminal is restored by a Drop guard, and
 //! by a panic hook if anything panics while it is in raw mode.
 
 use std::{
@@ -30,15 +32,13 @@ use ratatui::{
 
 use crate::{
     app::{App, AppEvent},
-    demo::{self, DemoOptions},
+    demo::{self, DemoOptions, track::DemoEvent},
     probe::Probes,
+    sample::{self, Command, Sampler, SamplerOptions},
     ui::Dashboard,
 };
 
 const MAX_FPS: u32 = 10;
-const SAMPLE_EVERY: Duration = Duration::from_millis(250);
-/// At most this many ring-buffer events per sample reach the UI.
-const EVENTS_PER_SAMPLE: usize = 2_000;
 
 /// Raw mode and the alternate screen, undone on drop and on panic.
 struct TerminalGuard {
@@ -83,37 +83,27 @@ pub fn run_demo(
     let mut app = App::new(
         opts.clone(),
         probes.hooks().to_vec(),
-        probes.hook_set(),
         kernel,
         std::process::id(),
     );
-    app.refresh = SAMPLE_EVERY;
-    let want_events = Arc::new(AtomicBool::new(false));
-    // Finished methods' rows are deleted once their numbers are kept, so
-    // `--loop` can run for a whole lecture without filling the map.
-    let (prune_tx, prune_rx) = mpsc::channel::<Vec<u32>>();
-    let sampler = spawn_sampler(
+    let (cmd_tx, cmd_rx) = mpsc::sync_channel::<Command>(256);
+    let sampler = Sampler::new(
         probes,
-        &tx,
-        &stop,
-        &want_events,
-        None,
-        false,
-        Some(prune_rx),
-    )?;
+        SamplerOptions {
+            demo: Some(opts.clone()),
+            ..SamplerOptions::default()
+        },
+    );
+    let sampler = spawn_sampler(sampler, cmd_rx, &tx, &stop)?;
     let runner = {
-        let (tx, stop, opts) = (tx.clone(), Arc::clone(&stop), opts.clone());
+        let (cmds, stop) = (cmd_tx.clone(), Arc::clone(&stop));
         thread::Builder::new()
             .name("zctrace-demo".into())
-            .spawn(move || demo_loop(&opts, &tx, &stop, repeat))?
+            .spawn(move || demo_loop(&opts, &cmds, &stop, repeat))?
     };
     spawn_input(&tx)?;
     drop(tx);
-    let result = ui_loop(&mut app, &rx, &stop, &want_events, |app| {
-        if !app.prune.is_empty() {
-            let _ = prune_tx.send(std::mem::take(&mut app.prune));
-        }
-    });
+    let result = ui_loop(&mut app, &rx, &cmd_tx, &stop, |_| {});
     // Stop the producers; the demo thread removes its work directory and the
     // sampler drops (detaches) the probes before we return.
     stop.store(true, Ordering::Relaxed);
@@ -134,13 +124,20 @@ pub fn run_trace(
     mut gone: impl FnMut() -> Option<String>,
 ) -> Result<()> {
     let (tx, rx) = mpsc::sync_channel::<AppEvent>(256);
-    app.refresh = SAMPLE_EVERY;
-    let want_events = Arc::new(AtomicBool::new(false));
-    let sampler = spawn_sampler(probes, &tx, &stop, &want_events, hide, true, None)?;
+    let (cmd_tx, cmd_rx) = mpsc::sync_channel::<Command>(256);
+    let sampler = Sampler::new(
+        probes,
+        SamplerOptions {
+            hide,
+            processes: true,
+            demo: None,
+        },
+    );
+    let sampler = spawn_sampler(sampler, cmd_rx, &tx, &stop)?;
     spawn_input(&tx)?;
     drop(tx);
     let mut reported = false;
-    let result = ui_loop(&mut app, &rx, &stop, &want_events, |app| {
+    let result = ui_loop(&mut app, &rx, &cmd_tx, &stop, |app| {
         if !reported && let Some(why) = gone() {
             reported = true;
             app.update(AppEvent::TargetsGone(why));
@@ -152,20 +149,38 @@ pub fn run_trace(
     result
 }
 
+/// The sampler's thread, delivering into the dashboard's channel.
+fn spawn_sampler(
+    sampler: Sampler,
+    commands: mpsc::Receiver<Command>,
+    tx: &SyncSender<AppEvent>,
+    stop: &Arc<AtomicBool>,
+) -> io::Result<thread::JoinHandle<()>> {
+    let tx = tx.clone();
+    sample::spawn(
+        sampler,
+        sample::PERIOD,
+        commands,
+        Arc::clone(stop),
+        move |s| tx.send(AppEvent::Sample(Box::new(s))).is_ok(),
+    )
+}
+
 /// Folds events into the app and redraws until the user quits, a signal
-/// arrives or every producer is gone. `each` runs once per frame.
+/// arrives or every producer is gone. `each` runs once per frame; the
+/// app's commands go to the sampler.
 fn ui_loop(
     app: &mut App,
     rx: &mpsc::Receiver<AppEvent>,
+    commands: &SyncSender<Command>,
     stop: &AtomicBool,
-    want_events: &AtomicBool,
     mut each: impl FnMut(&mut App),
 ) -> Result<()> {
     let mut guard = TerminalGuard::new().context("setting up the terminal")?;
     let frame_gap = Duration::from_secs(1) / MAX_FPS;
-    let mut last_tick = Instant::now();
     let mut last_draw: Option<Instant> = None;
     let mut dirty = true;
+    let mut events_on = false;
     loop {
         match rx.recv_timeout(frame_gap) {
             Ok(ev) => dirty |= app.update(ev),
@@ -175,11 +190,16 @@ fn ui_loop(
         while let Ok(ev) = rx.try_recv() {
             dirty |= app.update(ev);
         }
-        let now = Instant::now();
-        dirty |= app.update(AppEvent::Tick(now - last_tick));
-        last_tick = now;
         each(app);
-        want_events.store(app.wants_events(), Ordering::Relaxed);
+        let mut cmds = app.take_commands();
+        if app.wants_events() != events_on {
+            events_on = app.wants_events();
+            cmds.push(Command::Events(events_on));
+        }
+        for c in cmds {
+            // The sampler gone means we are stopping anyway.
+            let _ = commands.try_send(c);
+        }
         if stop.load(Ordering::Relaxed) || app.quit {
             return Ok(());
         }
@@ -193,25 +213,6 @@ fn ui_loop(
     }
 }
 
-/// Starts the probe sampler: it owns the probes (dropping them, which
-/// detaches everything, when it ends) and sends a sample every period; in
-/// attach/run mode (`rows`) also the rows per process and method, with
-/// `hide` (zctrace's own pid) left out.
-fn spawn_sampler(
-    probes: Probes,
-    tx: &SyncSender<AppEvent>,
-    stop: &Arc<AtomicBool>,
-    want: &Arc<AtomicBool>,
-    hide: Option<u32>,
-    rows: bool,
-    prune: Option<mpsc::Receiver<Vec<u32>>>,
-) -> io::Result<thread::JoinHandle<()>> {
-    let (tx, stop, want) = (tx.clone(), Arc::clone(stop), Arc::clone(want));
-    thread::Builder::new()
-        .name("zctrace-sampler".into())
-        .spawn(move || sample_loop(probes, &tx, &stop, &want, hide, rows, prune.as_ref()))
-}
-
 /// The key reader blocks in read(); it ends when the channel closes (at the
 /// next key) or with the process.
 fn spawn_input(tx: &SyncSender<AppEvent>) -> io::Result<()> {
@@ -222,62 +223,14 @@ fn spawn_input(tx: &SyncSender<AppEvent>) -> io::Result<()> {
         .map(drop)
 }
 
-fn sample_loop(
-    mut probes: Probes,
-    tx: &SyncSender<AppEvent>,
-    stop: &AtomicBool,
-    want: &AtomicBool,
-    hide: Option<u32>,
-    with_rows: bool,
-    prune: Option<&mpsc::Receiver<Vec<u32>>>,
-) {
-    let mut ring = probes.take_events().ok();
-    let mut names = crate::trace::Names::default();
-    let hooks = probes.hook_set();
-    let mut events_on = false;
-    while !stop.load(Ordering::Relaxed) {
-        let wanted = want.load(Ordering::Relaxed);
-        if wanted != events_on && probes.set_events(wanted).is_ok() {
-            events_on = wanted;
-        }
-        let events = ring
-            .as_mut()
-            .map(|r| names.drain(r, EVENTS_PER_SAMPLE))
-            .unwrap_or_default();
-        if let Some(rx) = prune {
-            let doomed: Vec<u32> = rx.try_iter().flatten().collect();
-            if !doomed.is_empty() {
-                let _ = probes.remove_rows(&doomed);
-            }
-        }
-        let taken = Instant::now();
-        if let (Ok(mut snapshot), Ok(stats)) = (probes.snapshot(), probes.stats()) {
-            snapshot.rows.retain(|k, _| Some(k.tgid) != hide);
-            let rows = with_rows.then(|| crate::trace::rows(&snapshot, hooks, &mut names));
-            if tx
-                .send(AppEvent::Sample {
-                    snapshot,
-                    stats,
-                    events,
-                    taken,
-                })
-                .is_err()
-                || rows.is_some_and(|r| tx.send(AppEvent::Rows(r)).is_err())
-            {
-                break;
-            }
-        }
-        // The sampling period, not a way to coordinate shutdown: the stop
-        // flag is checked every round.
-        thread::sleep(SAMPLE_EVERY);
-    }
-}
-
-fn demo_loop(opts: &DemoOptions, tx: &SyncSender<AppEvent>, stop: &AtomicBool, repeat: bool) {
+/// Runs the methods (once, or round after round with `--loop`), reporting
+/// each start and finish to the sampler.
+fn demo_loop(opts: &DemoOptions, cmds: &SyncSender<Command>, stop: &AtomicBool, repeat: bool) {
+    let send = |ev| cmds.send(Command::Demo(ev)).is_ok();
     let ws = match demo::Workspace::create(opts) {
         Ok(ws) => ws,
         Err(e) => {
-            let _ = tx.send(AppEvent::RoundDone(Err(format!("{e:#}"))));
+            send(DemoEvent::RoundDone(Err(format!("{e:#}"))));
             return;
         }
     };
@@ -286,30 +239,30 @@ fn demo_loop(opts: &DemoOptions, tx: &SyncSender<AppEvent>, stop: &AtomicBool, r
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            let started = tx.clone();
+            let started = cmds.clone();
             let on_start = move |sender_tid, receiver_tids| {
-                let _ = started.send(AppEvent::Started {
+                let _ = started.send(Command::Demo(DemoEvent::Started {
                     index,
                     sender_tid,
                     receiver_tids,
-                });
+                    at: Instant::now(),
+                }));
             };
             match demo::run_method(&ws, opts, m, stop, on_start) {
                 Ok(record) => {
-                    let at = Instant::now();
-                    if tx.send(AppEvent::Finished { index, record, at }).is_err() {
+                    if !send(DemoEvent::Finished { index, record }) {
                         return;
                     }
                 }
                 Err(e) => {
                     if !stop.load(Ordering::Relaxed) {
-                        let _ = tx.send(AppEvent::RoundDone(Err(format!("{e:#}"))));
+                        send(DemoEvent::RoundDone(Err(format!("{e:#}"))));
                     }
                     return;
                 }
             }
         }
-        if tx.send(AppEvent::RoundDone(Ok(()))).is_err() || !repeat {
+        if !send(DemoEvent::RoundDone(Ok(()))) || !repeat {
             return;
         }
     }

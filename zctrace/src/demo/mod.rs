@@ -6,6 +6,7 @@ pub mod pitfalls;
 pub mod receiver;
 pub mod report;
 pub mod selftest;
+pub mod track;
 
 use std::{
     fs::File,
@@ -20,6 +21,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use serde::Serialize;
 use zctrace_common::Method;
 
+use self::track::DemoEvent;
 use self::{
     methods::{Outcome, Transfer, ZeroCopyReport},
     receiver::Receiver,
@@ -29,7 +31,7 @@ use crate::{
         HookSet, Measured, Snapshot,
         theory::{self, Theory},
     },
-    probe::Probes,
+    sample::{Command, Sampler},
 };
 
 #[derive(Clone, Debug)]
@@ -321,26 +323,37 @@ fn evict(path: &Path) -> io::Result<()> {
 /// Runs every selected method once, in order.
 pub fn run_all(
     opts: &DemoOptions,
-    probes: &Probes,
+    sampler: &mut Sampler,
     stop: &AtomicBool,
     mut on_done: impl FnMut(&MethodResult) -> Result<()>,
 ) -> Result<Vec<MethodResult>> {
     let ws = Workspace::create(opts)?;
-    let hooks = probes.hook_set();
     let mut results = Vec::new();
-    for &m in &opts.methods {
+    for (index, &m) in opts.methods.iter().enumerate() {
         if stop.load(Ordering::Relaxed) {
             bail!(Interrupted);
         }
-        let rec = run_method(&ws, opts, m, stop, |_, _| {}).map_err(|e| {
+        let started = std::time::Instant::now();
+        let record = run_method(&ws, opts, m, stop, |_, _| {}).map_err(|e| {
             if stop.load(Ordering::Relaxed) {
                 anyhow!(Interrupted)
             } else {
                 e
             }
         })?;
-        let snap = probes.snapshot()?;
-        let result = measure(&rec, opts, &snap, hooks);
+        sampler.command(Command::Demo(DemoEvent::Started {
+            index,
+            sender_tid: record.sender_tid,
+            receiver_tids: record.receiver_tids.clone(),
+            at: started,
+        }));
+        sampler.command(Command::Demo(DemoEvent::Finished { index, record }));
+        let sample = sampler.sample()?;
+        let result = sample
+            .demo
+            .and_then(|d| d.methods.into_iter().nth(index))
+            .and_then(|m| m.result)
+            .ok_or_else(|| anyhow!("the sampler kept no result for {}", m.name()))?;
         on_done(&result)?;
         results.push(result);
     }

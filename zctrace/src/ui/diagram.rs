@@ -431,13 +431,11 @@ pub struct DiagramView<'a>(pub &'a App);
 
 /// Builds the diagram inputs for method `index` of the app.
 pub fn diagram_parts(app: &App, index: usize) -> Option<DiagramParts> {
-    let m = app.methods.get(index)?.method;
+    let m = app.methods().get(index)?.method;
     let r = app.result(index);
-    let meas = r.as_ref().and_then(|r| r.sender);
+    let meas = r.and_then(|r| r.sender);
     let th = theory(m).map(|t| t.mode_switches_per_chunk);
-    let me = r
-        .as_ref()
-        .and_then(|r| r.sender.map(|s| ratio(s.mode_switches, r.chunks)));
+    let me = r.and_then(|r| r.sender.map(|s| ratio(s.mode_switches, r.chunks)));
     Some(DiagramParts {
         method: m,
         hops: hops(m, meas.as_ref()),
@@ -462,9 +460,9 @@ impl Widget for DiagramView<'_> {
         ]))
         .render(legend, buf);
         let mut shown = vec![app.selected];
-        let wide_pair = app.trace_rows.is_none();
+        let wide_pair = app.trace_rows().is_none();
         let selected_is_rw = app
-            .methods
+            .methods()
             .get(app.selected)
             .is_some_and(|m| m.method == Method::ReadWrite);
         let partner = if selected_is_rw {
@@ -474,7 +472,7 @@ impl Widget for DiagramView<'_> {
         };
         if wide_pair
             && area.width >= 160
-            && let Some(p) = app.methods.iter().position(|m| m.method == partner)
+            && let Some(p) = app.methods().iter().position(|m| m.method == partner)
         {
             // The four-copy baseline always on the left.
             if selected_is_rw {

@@ -39,16 +39,16 @@ fn cell(theory: Option<u32>, measured: Option<f64>) -> Line<'static> {
 impl Widget for MethodsView<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let app = self.0;
-        if let Some(rows) = &app.trace_rows {
-            trace_table(app, rows, area, buf);
+        let Some(opts) = app.demo_opts() else {
+            trace_table(app, app.trace_rows().unwrap_or_default(), area, buf);
             return;
-        }
+        };
         let wide = area.width >= 100;
-        let table_h = (app.methods.len() as u16 + 3).min(area.height / 2 + 3);
+        let table_h = (app.methods().len() as u16 + 3).min(area.height / 2 + 3);
         let [top, bottom] =
             Layout::vertical([Constraint::Length(table_h), Constraint::Min(0)]).areas(area);
-        let results: Vec<Option<MethodResult>> =
-            (0..app.methods.len()).map(|i| app.result(i)).collect();
+        let results: Vec<Option<&MethodResult>> =
+            (0..app.methods().len()).map(|i| app.result(i)).collect();
         let mut header = vec![
             "method", "", "MiB/s", "syscalls", "mode sw", "CPU cp/B", "DMA cp/B", "ctx v/i",
         ];
@@ -56,7 +56,7 @@ impl Widget for MethodsView<'_> {
             header.push("page refs");
         }
         let rows = app
-            .methods
+            .methods()
             .iter()
             .zip(&results)
             .enumerate()
@@ -64,16 +64,13 @@ impl Widget for MethodsView<'_> {
                 let state = match &m.state {
                     RunState::Waiting => "wait".to_owned(),
                     RunState::Running => "run".to_owned(),
-                    // Finished, but its final sample is not in yet.
-                    RunState::Done if !m.settled() => "run".to_owned(),
                     RunState::Done => "done".to_owned(),
                     RunState::Skipped(_) => "skip".to_owned(),
                 };
                 let th = r
-                    .as_ref()
                     .and_then(|r| r.theory)
                     .or_else(|| crate::model::theory::theory(m.method));
-                let meas = r.as_ref().and_then(|r| r.sender.map(|s| (r.clone(), s)));
+                let meas = r.and_then(|r| r.sender.map(|s| (r, s)));
                 let per_chunk = |f: fn(&crate::model::Measured) -> u64| {
                     meas.as_ref().map(|(r, s)| ratio(f(s), r.chunks))
                 };
@@ -137,13 +134,13 @@ impl Widget for MethodsView<'_> {
             .header(Row::new(header).style(Style::new().bold().underlined()))
             .block(Block::bordered().title(format!(
                 " {} file, {} chunks: textbook / measured (yellow: differs) ",
-                human_bytes(app.opts.size),
-                human_bytes(app.opts.chunk as u64)
+                human_bytes(opts.size),
+                human_bytes(opts.chunk as u64)
             )))
             .render(top, buf);
         let [detail_area, spark] =
             Layout::vertical([Constraint::Min(0), Constraint::Length(3)]).areas(bottom);
-        detail(app, results.get(app.selected).and_then(Option::as_ref)).render(detail_area, buf);
+        detail(app, results.get(app.selected).copied().flatten()).render(detail_area, buf);
         copy_sparkline(app).render(spark, buf);
     }
 }
@@ -233,10 +230,10 @@ fn copy_sparkline(app: &App) -> Sparkline<'_> {
 
 /// Throughput of each finished method as a bar.
 fn throughput_bars(app: &App) -> Vec<Line<'static>> {
-    let tp: Vec<(String, f64)> = (0..app.methods.len())
+    let tp: Vec<(String, f64)> = (0..app.methods().len())
         .filter_map(|i| {
             let r = app.result(i)?;
-            (app.methods[i].state == RunState::Done)
+            (app.methods()[i].state == RunState::Done)
                 .then(|| (r.method.name().to_owned(), r.throughput_mib_s()))
         })
         .collect();
@@ -313,7 +310,7 @@ fn trace_table(app: &App, rows: &[crate::trace::Row], area: Rect, buf: &mut Buff
     let [top, spark] = Layout::vertical([Constraint::Min(0), Constraint::Length(3)]).areas(top);
     Table::new(body, widths)
         .header(Row::new(header).style(Style::new().bold().underlined()))
-        .block(Block::bordered().title(format!(" {} (* exited) ", app.target)))
+        .block(Block::bordered().title(format!(" {} (* exited) ", app.target())))
         .render(top, buf);
     copy_sparkline(app).render(spark, buf);
     let text = match rows.get(app.selected) {

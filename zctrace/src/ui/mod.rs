@@ -81,10 +81,10 @@ fn status_line(app: &App) -> Paragraph<'static> {
                 format!(" (missing {})", missing.join(","))
             },
             app.kernel,
-            if app.target.is_empty() {
+            if app.target().is_empty() {
                 format!("pid {}", app.pid)
             } else {
-                app.target.clone()
+                app.target().to_owned()
             },
             app.stats.events_dropped,
             app.refresh.as_millis()
@@ -103,7 +103,7 @@ fn status_line(app: &App) -> Paragraph<'static> {
             Style::new().fg(Color::Red).bold(),
         ));
     }
-    if let Some(e) = &app.error {
+    if let Some(e) = app.error() {
         spans.push(Span::styled(
             format!(" error: {e}"),
             Style::new().fg(Color::Red),

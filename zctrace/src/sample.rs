@@ -1,0 +1,318 @@
+//! The one sampler: kernel counters in, model-level samples out.
+//!
+//! A [`Sampler`] owns the probes. Once per period it reads the counter
+//! rows and health counters and turns them into a [`Sample`]: the rows per
+//! process and method (attach, run), the demo's per-method results, the
+//! CPU-copy rate, the loss statistics and the new ring-buffer events. Every
+//! consumer (the dashboard, the text and JSON reports) gets that same
+//! sample; none reads the kernel or converts counters itself. Commands
+//! ([`Command`]) come down one typed channel: the event log on or off, a
+//! reset, the demo runner's progress. Releasing the rows of finished demo
+//! runs is decided here, where the counters are, not by a consumer.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::{Receiver, RecvTimeoutError},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use zctrace_common::{CounterKey, Event, counter};
+
+use crate::{
+    demo::{
+        DemoOptions,
+        track::{DemoEvent, DemoTracker, DemoView},
+    },
+    model::{HookSet, Snapshot},
+    probe::{ProbeError, Probes, Stats},
+    trace::{self, Names, Row},
+};
+
+/// How often the dashboard's sampler reads the counters.
+pub const PERIOD: Duration = Duration::from_millis(250);
+/// At most this many ring-buffer events per sample reach a consumer.
+pub const EVENTS_PER_SAMPLE: usize = 2_000;
+
+/// What a consumer tells the sampler.
+#[derive(Debug)]
+pub enum Command {
+    /// Fill the event ring buffer (only while someone looks at the log).
+    Events(bool),
+    /// Show counts from now on (the kernel's counters are untouched).
+    Reset,
+    /// The demo runner's progress.
+    Demo(DemoEvent),
+}
+
+/// One period's numbers, as every front end shows them.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// When the counters were read.
+    pub taken: Instant,
+    /// The probes' health and losses (drops, full maps, unattributed).
+    pub stats: Stats,
+    /// Ring-buffer events since the last sample (only while enabled).
+    pub events: Vec<Event>,
+    /// CPU-copy bytes per second across everything traced, since the
+    /// previous sample (None for the first).
+    pub copy_rate: Option<u64>,
+    /// Per (process, method) rows (attach and run).
+    pub processes: Vec<Row>,
+    /// The demo's methods (demo mode).
+    pub demo: Option<DemoView>,
+}
+
+/// What to sample.
+#[derive(Clone, Debug, Default)]
+pub struct SamplerOptions {
+    /// Leave this process's rows out (zctrace itself under `run`).
+    pub hide: Option<u32>,
+    /// Build the per-process rows.
+    pub processes: bool,
+    /// Track the demo's methods.
+    pub demo: Option<DemoOptions>,
+}
+
+pub struct Sampler {
+    probes: Probes,
+    hooks: HookSet,
+    hide: Option<u32>,
+    processes: bool,
+    ring: Option<RingBuf<MapData>>,
+    names: Names,
+    events_on: bool,
+    /// Events drained between samples (see `poll_events`).
+    pending: Vec<Event>,
+    /// Counters at the last reset.
+    baseline: Snapshot,
+    copy_rate: CopyRate,
+    demo: Option<DemoTracker>,
+}
+
+impl Sampler {
+    pub fn new(mut probes: Probes, opts: SamplerOptions) -> Self {
+        let ring = probes.take_events().ok();
+        Sampler {
+            hooks: probes.hook_set(),
+            probes,
+            hide: opts.hide,
+            processes: opts.processes,
+            ring,
+            names: Names::default(),
+            events_on: false,
+            pending: Vec::new(),
+            baseline: Snapshot::default(),
+            copy_rate: CopyRate::default(),
+            demo: opts.demo.map(DemoTracker::new),
+        }
+    }
+
+    pub fn probes(&self) -> &Probes {
+        &self.probes
+    }
+
+    pub fn probes_mut(&mut self) -> &mut Probes {
+        &mut self.probes
+    }
+
+    pub fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Events(on) => {
+                if on != self.events_on && self.probes.set_events(on).is_ok() {
+                    self.events_on = on;
+                }
+            }
+            Command::Reset => {
+                if let Ok(snap) = self.probes.snapshot() {
+                    self.baseline = snap;
+                }
+                if let Some(d) = &mut self.demo {
+                    d.reset();
+                }
+            }
+            Command::Demo(ev) => {
+                if let Some(d) = &mut self.demo {
+                    d.on(ev);
+                }
+            }
+        }
+    }
+
+    /// Drains the event ring buffer, learning the names of processes that
+    /// exit (their exit events carry them; /proc forgets them), and keeps
+    /// the events for the next sample while the event log is on. Cheap:
+    /// call it often between samples.
+    pub fn poll_events(&mut self) {
+        let room = if self.events_on {
+            EVENTS_PER_SAMPLE.saturating_sub(self.pending.len())
+        } else {
+            0
+        };
+        if let Some(r) = self.ring.as_mut() {
+            let new = self.names.drain(r, room);
+            self.pending.extend(new);
+        }
+    }
+
+    /// Reads the kernel once and builds the sample.
+    pub fn sample(&mut self) -> Result<Sample, ProbeError> {
+        // Events first: exit events carry the names of processes that are
+        // gone by the time their rows are listed.
+        self.poll_events();
+        let events = std::mem::take(&mut self.pending);
+        let taken = Instant::now();
+        let mut raw = self.probes.snapshot()?;
+        let stats = self.probes.stats()?;
+        raw.rows.retain(|k, _| Some(k.tgid) != self.hide);
+        let copy_rate = self.copy_rate.next(&raw, taken);
+        let snap = raw.since(&self.baseline);
+        let processes = if self.processes {
+            trace::rows(&snap, self.hooks, &mut self.names)
+        } else {
+            Vec::new()
+        };
+        let demo = self
+            .demo
+            .as_mut()
+            .map(|d| d.sample(&snap, self.hooks, taken));
+        if let Some(d) = &mut self.demo {
+            let doomed = d.take_release();
+            if !doomed.is_empty() {
+                self.probes.remove_rows(&doomed)?;
+            }
+        }
+        Ok(Sample {
+            taken,
+            stats,
+            events,
+            copy_rate,
+            processes,
+            demo,
+        })
+    }
+}
+
+/// The CPU-copy rate between samples, row by row: a new row counts in
+/// full, a row released in between simply drops out (never negative).
+#[derive(Debug, Default)]
+struct CopyRate {
+    /// CPU-copy bytes per row at the previous sample, and when.
+    last: Option<(BTreeMap<CounterKey, u64>, Instant)>,
+}
+
+impl CopyRate {
+    fn next(&mut self, snap: &Snapshot, taken: Instant) -> Option<u64> {
+        let now: BTreeMap<CounterKey, u64> = snap
+            .rows
+            .iter()
+            .map(|(key, c)| {
+                let copied = [
+                    counter::U2K_DERIVED,
+                    counter::K2U_DERIVED,
+                    counter::K2K_DERIVED,
+                ]
+                .iter()
+                .map(|&i| c.v[i])
+                .sum();
+                (*key, copied)
+            })
+            .collect();
+        let rate = self.last.as_ref().and_then(|(prev, at)| {
+            let secs = taken.saturating_duration_since(*at).as_secs_f64();
+            (secs > 0.0).then(|| {
+                let moved: u64 = now
+                    .iter()
+                    .map(|(k, v)| v.saturating_sub(prev.get(k).copied().unwrap_or(0)))
+                    .sum();
+                (moved as f64 / secs) as u64
+            })
+        });
+        self.last = Some((now, taken));
+        rate
+    }
+}
+
+/// Runs the sampler on its own thread: commands as they come, a sample
+/// every `period`. Ends when `deliver` refuses a sample or the stop flag is
+/// set; drops (detaches) the probes as it ends.
+pub fn spawn(
+    mut sampler: Sampler,
+    period: Duration,
+    commands: Receiver<Command>,
+    stop: std::sync::Arc<AtomicBool>,
+    mut deliver: impl FnMut(Sample) -> bool + Send + 'static,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name("zctrace-sampler".into())
+        .spawn(move || {
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let wait = next.saturating_duration_since(Instant::now());
+                match commands.recv_timeout(wait) {
+                    Ok(cmd) => {
+                        sampler.command(cmd);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    // Nobody can command it any more: sample on the clock.
+                    Err(RecvTimeoutError::Disconnected) => thread::sleep(wait),
+                }
+                next = Instant::now() + period;
+                if let Ok(s) = sampler.sample()
+                    && !deliver(s)
+                {
+                    break;
+                }
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use zctrace_common::Counters;
+
+    use super::*;
+
+    fn snap(tid: u32, i: usize, bytes: u64) -> Snapshot {
+        let mut s = Snapshot::default();
+        let mut c = Counters::ZERO;
+        c.v[i] = bytes;
+        s.rows.insert(
+            CounterKey {
+                tgid: 1,
+                tid,
+                method: 1,
+                call: 1,
+            },
+            c,
+        );
+        s
+    }
+
+    #[test]
+    fn the_copy_rate_is_bytes_per_second_and_survives_released_rows() {
+        let mut r = CopyRate::default();
+        let t0 = Instant::now();
+        assert_eq!(r.next(&snap(1, counter::K2U_DERIVED, 0), t0), None);
+        let half = t0 + Duration::from_millis(500);
+        assert_eq!(
+            r.next(&snap(1, counter::K2U_DERIVED, 1 << 20), half),
+            Some(2 << 20),
+            "1 MiB in half a second"
+        );
+        // Its row released (a finished run), a new thread copying: only
+        // the new thread's bytes count, nothing goes negative.
+        let one = t0 + Duration::from_millis(1000);
+        assert_eq!(
+            r.next(&snap(2, counter::U2K_DERIVED, 1 << 20), one),
+            Some(2 << 20)
+        );
+        // No time passed: no rate rather than a division by zero.
+        assert_eq!(r.next(&snap(2, counter::U2K_DERIVED, 1 << 20), one), None);
+    }
+}
