@@ -219,14 +219,15 @@ impl Diagram<'_> {
             };
             put(buf, area, x, y, ch, st);
         }
-        put(
-            buf,
-            area,
-            x + 2,
-            y1.saturating_sub(1).max(y0),
-            &Self::label(h),
-            st,
-        );
+        // Where the full label would run into the frame, the bytes alone.
+        let room = area.right().saturating_sub(x + 2) as usize;
+        let mut label = Self::label(h);
+        if label.chars().count() > room
+            && let Some(b) = h.bytes
+        {
+            label = human_bytes(b);
+        }
+        put(buf, area, x + 2, y1.saturating_sub(1).max(y0), &label, st);
     }
 }
 
@@ -499,6 +500,7 @@ impl Widget for DiagramView<'_> {
 #[cfg(test)]
 mod tests {
     use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyEventState, KeyModifiers};
+    use ratatui::style::Stylize as _;
 
     use super::*;
     use crate::{
@@ -516,6 +518,83 @@ mod tests {
             2,
             "two copies, both DMA"
         );
+    }
+
+    /// The whole picture of read+write, styles included: red (CPU copy)
+    /// arrows lit with the bytes counted, grey DMA arrows where the probes
+    /// saw 0, and a label that would run into the frame cut to its bytes.
+    #[test]
+    fn read_write_renders_exactly_with_lit_and_grey_arrows() {
+        let mut c = zctrace_common::Counters::ZERO;
+        c.v[zctrace_common::counter::SYSCALLS] = 512;
+        c.v[zctrace_common::counter::K2U_DERIVED] = 16 << 20;
+        c.v[zctrace_common::counter::U2K_DERIVED] = 16 << 20;
+        let m = Measured::from_counters(&c, crate::model::HookSet::default());
+        let hops = hops(Method::ReadWrite, Some(&m));
+        let area = Rect::new(0, 0, 60, 22);
+        let mut buf = Buffer::empty(area);
+        Diagram {
+            method: Method::ReadWrite,
+            hops: &hops,
+            focus: None,
+            switches: (Some(4), Some(4.0)),
+        }
+        .render(area, &mut buf);
+        let mut want = Buffer::with_lines([
+            "┌ read-write ──────────────────────────────────────────────┐",
+            "│user ▔▔╲▁▁╱▔▔╲▁▁╱                                         │",
+            "│mode switches per chunk: textbook 4, measured 4.00        │",
+            "│user      ┌────────────────────────────────────┐          │",
+            "│          │             user buffer            │          │",
+            "│          └────────────────────────────────────┘          │",
+            "│              ▲                            │              │",
+            "│──────────────│─── user/kernel boundary ───│──────────────│",
+            "│kernel        │ CPU copy 16.0M             │ 16.0M        │",
+            "│              │                            ▼              │",
+            "│  ┌──────────────────────┐     ┌──────────────────────┐   │",
+            "│  │      page cache      │     │     socket buffer    │   │",
+            "│  └──────────────────────┘     └──────────────────────┘   │",
+            "│              ▲ DMA 0                      │ DMA 0        │",
+            "│hardware      │                            ▼              │",
+            "│  ┌──────────────────────┐     ┌──────────────────────┐   │",
+            "│  │         disk         │     │          NIC         │   │",
+            "│  └──────────────────────┘     └──────────────────────┘   │",
+            "│                                                          │",
+            "│                                                          │",
+            "│                                                          │",
+            "└──────────────────────────────────────────────────────────┘",
+        ]);
+        let wave = Style::new().fg(Color::Magenta);
+        let cpu = mech_style(Mech::Cpu, true);
+        let grey = mech_style(Mech::Dma, false);
+        let bold = Style::new().bold();
+        let mut paint = |x0: u16, x1: u16, y: u16, st: Style| {
+            want.set_style(Rect::new(x0, y, x1 - x0 + 1, 1), st);
+        };
+        paint(1, 17, 1, wave);
+        paint(1, 50, 2, wave);
+        paint(1, 4, 3, Style::new().italic());
+        paint(25, 35, 4, bold);
+        paint(1, 58, 7, Style::new().fg(Color::Gray));
+        paint(19, 40, 7, Style::new().fg(Color::Gray).italic());
+        for x in [15, 44] {
+            for y in [6, 7, 8, 9] {
+                paint(x, x, y, cpu);
+            }
+            paint(x, x, 13, grey);
+            paint(x, x, 14, grey);
+        }
+        paint(17, 30, 8, cpu);
+        paint(46, 50, 8, cpu);
+        paint(17, 21, 13, grey);
+        paint(46, 50, 13, grey);
+        paint(10, 19, 11, bold);
+        paint(38, 50, 11, bold);
+        paint(13, 16, 16, bold);
+        paint(43, 45, 16, bold);
+        paint(1, 6, 8, Style::new().italic());
+        paint(1, 8, 14, Style::new().italic());
+        assert_eq!(buf, want);
     }
 
     #[test]

@@ -358,6 +358,42 @@ mod tests {
         ui::tests::render,
     };
 
+    /// Before any sample: every method waits, the textbook numbers stand
+    /// next to dashes, the first row is selected, nothing is invented.
+    #[test]
+    fn the_empty_methods_view_renders_exactly() {
+        use ratatui::{
+            buffer::Buffer,
+            layout::Rect,
+            style::{Style, Stylize as _},
+            widgets::Widget,
+        };
+        let a = app();
+        let area = Rect::new(0, 0, 80, 14);
+        let mut buf = Buffer::empty(area);
+        super::MethodsView(&a).render(area, &mut buf);
+        let mut want = Buffer::with_lines([
+            "┌ 16.0M file, 64.0K chunks: textbook / measured (yellow: differs) ─────────────┐",
+            "│method               MiB/s syscalls  mode sw   CPU cp/B  DMA cp/B  ctx v/i    │",
+            "│read-write      wait -      2 /    -  4 /    -  2 /    -  2 /    - -          │",
+            "│sendfile        wait -      1 /    -  2 /    -  0 /    -  2 /    - -          │",
+            "└──────────────────────────────────────────────────────────────────────────────┘",
+            "┌ read-write ──────────────────────────────────────────────────────────────────┐",
+            "│textbook: disk =DMA=> page cache -CPU-> user buffer -CPU-> socket buffer      │",
+            "│=DMA=> NIC                                                                    │",
+            "│not run yet: numbers appear when it starts                                    │",
+            "│                                                                              │",
+            "└──────────────────────────────────────────────────────────────────────────────┘",
+            "┌ CPU copies per second: 0/s now, 0/s peak (last minute) ──────────────────────┐",
+            "│                                                                              │",
+            "└──────────────────────────────────────────────────────────────────────────────┘",
+        ]);
+        want.set_style(Rect::new(1, 1, 78, 1), Style::new().bold().underlined());
+        want.set_style(Rect::new(1, 2, 78, 1), Style::new().reversed());
+        want.set_style(Rect::new(1, 6, 10, 1), Style::new().bold());
+        assert_eq!(buf, want);
+    }
+
     #[test]
     fn empty_rows_show_theory_and_dashes() {
         let text = render(&app(), 80, 24);

@@ -194,8 +194,18 @@ pub mod tests {
 
     #[test]
     fn a_small_terminal_gets_a_message_not_garbage() {
-        let text = render(&app(), 40, 10);
-        assert!(text.contains("terminal too small: 40x10"), "{text}");
+        let area = Rect::new(0, 0, 40, 4);
+        let mut buf = Buffer::empty(area);
+        Dashboard(&app()).render(area, &mut buf);
+        assert_eq!(
+            buf,
+            Buffer::with_lines([
+                "terminal too small: 40x4, zctrace needs ",
+                "at least 60x16 (q quits)                ",
+                "                                        ",
+                "                                        ",
+            ])
+        );
     }
 
     #[test]
