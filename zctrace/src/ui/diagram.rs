@@ -500,7 +500,6 @@ impl Widget for DiagramView<'_> {
 #[cfg(test)]
 mod tests {
     use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyEventState, KeyModifiers};
-    use ratatui::style::Stylize as _;
 
     use super::*;
     use crate::{

@@ -362,12 +362,7 @@ mod tests {
     /// next to dashes, the first row is selected, nothing is invented.
     #[test]
     fn the_empty_methods_view_renders_exactly() {
-        use ratatui::{
-            buffer::Buffer,
-            layout::Rect,
-            style::{Style, Stylize as _},
-            widgets::Widget,
-        };
+        use ratatui::{buffer::Buffer, layout::Rect, style::Style, widgets::Widget};
         let a = app();
         let area = Rect::new(0, 0, 80, 14);
         let mut buf = Buffer::empty(area);
