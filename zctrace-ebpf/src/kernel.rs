@@ -4,7 +4,7 @@
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user,
 };
-use zctrace_common::{Call, FdKind, KernelLayout};
+use zctrace_common::{FdKind, KernelLayout};
 
 /// Filled in by userspace from /sys/kernel/btf/vmlinux before load.
 #[unsafe(no_mangle)]
@@ -115,44 +115,11 @@ pub fn syscall_args(regs: *const PtRegs) -> Option<[u64; 6]> {
     }
 }
 
-/// Whether a syscall number can change what an fd refers to.
-#[inline(always)]
-pub const fn changes_fds(nr: u64) -> bool {
-    #[cfg(bpf_target_arch = "aarch64")]
-    {
-        Call::aarch64_changes_fds(nr)
-    }
-    #[cfg(not(bpf_target_arch = "aarch64"))]
-    {
-        Call::x86_64_changes_fds(nr)
-    }
-}
-
-/// Whether a syscall number is execve or execveat.
-#[inline(always)]
-pub const fn is_exec(nr: u64) -> bool {
-    #[cfg(bpf_target_arch = "aarch64")]
-    {
-        matches!(nr, 221 | 281)
-    }
-    #[cfg(not(bpf_target_arch = "aarch64"))]
-    {
-        matches!(nr, 59 | 322)
-    }
-}
-
-/// The call family of a syscall number on this architecture.
-#[inline(always)]
-pub const fn call_of(nr: u64) -> Call {
-    #[cfg(bpf_target_arch = "aarch64")]
-    {
-        Call::from_aarch64_nr(nr)
-    }
-    #[cfg(not(bpf_target_arch = "aarch64"))]
-    {
-        Call::from_x86_64_nr(nr)
-    }
-}
+// Syscall numbers of the architecture the programs are built for.
+#[cfg(bpf_target_arch = "aarch64")]
+pub use zctrace_common::syscalls::aarch64::{call as call_of, changes_fds, is_exec};
+#[cfg(not(bpf_target_arch = "aarch64"))]
+pub use zctrace_common::syscalls::x86_64::{call as call_of, changes_fds, is_exec};
 
 /// The current task's name (zeros if the helper fails).
 #[inline(always)]

@@ -1,0 +1,206 @@
+//! What crosses the user/kernel boundary. Every type is `#[repr(C)]`,
+//! made of integers only and free of implicit padding; the `const`
+//! assertions below hold in the eBPF build and the userspace build alike,
+//! so a field added without its padding fails to compile on both sides.
+
+use crate::method::counter;
+
+/// Upper bound on traced processes.
+pub const MAX_PROCESSES: u32 = 4_096;
+/// Upper bound on (process, thread, method, call) counter rows.
+pub const MAX_COUNTER_ROWS: u32 = 32_768;
+/// Size of the event ring buffer in bytes (a power of two, page aligned).
+pub const EVENT_RING_BYTES: u32 = 1 << 20;
+
+/// Key of a counter row: one (process, thread, method, call) combination.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CounterKey {
+    pub tgid: u32,
+    pub tid: u32,
+    pub method: u32,
+    pub call: u32,
+}
+
+/// One counter row (per CPU in the kernel; userspace sums the CPUs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counters {
+    pub v: [u64; counter::COUNT],
+}
+
+impl Counters {
+    pub const ZERO: Counters = Counters {
+        v: [0; counter::COUNT],
+    };
+
+    /// Adds another row, saturating (a counter never wraps silently).
+    pub fn add(&mut self, other: &Counters) {
+        let mut i = 0;
+        while i < counter::COUNT {
+            self.v[i] = self.v[i].saturating_add(other.v[i]);
+            i += 1;
+        }
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters::ZERO
+    }
+}
+
+/// Kinds of [`Event`].
+pub mod event_kind {
+    /// A tracked I/O syscall completed.
+    pub const SYSCALL: u32 = 1;
+    /// A traced process exited (its group leader did).
+    pub const PROCESS_EXIT: u32 = 2;
+    /// A traced process forked a child that is now traced too.
+    pub const FORK: u32 = 3;
+}
+
+/// One entry of the live event stream.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub ts_ns: u64,
+    pub dur_ns: u64,
+    /// Syscall return value, or the child pid for [`event_kind::FORK`].
+    pub ret: i64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub kind: u32,
+    pub method: u32,
+    pub call: u32,
+    pub in_kind: u32,
+    /// The task's name (NUL padded), as the kernel had it.
+    pub comm: [u8; 16],
+}
+
+impl Event {
+    /// Reads an event from ring-buffer bytes (length checked; every bit
+    /// pattern is a valid Event, and enum fields stay plain integers).
+    pub fn from_bytes(b: &[u8]) -> Option<Event> {
+        if b.len() < core::mem::size_of::<Event>() {
+            return None;
+        }
+        // SAFETY: the length is checked, the read is unaligned-safe, and
+        // Event is plain integers with no invalid bit patterns.
+        Some(unsafe { core::ptr::read_unaligned(b.as_ptr().cast::<Event>()) })
+    }
+
+    /// The name as text (up to the first NUL).
+    pub fn comm_str(&self) -> &str {
+        let end = self
+            .comm
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(self.comm.len());
+        core::str::from_utf8(&self.comm[..end]).unwrap_or("?")
+    }
+}
+
+/// Indexes into the per-CPU statistics array.
+pub mod stat {
+    /// Events that did not fit in the ring buffer.
+    pub const EVENTS_DROPPED: usize = 0;
+    /// Events written to the ring buffer.
+    pub const EVENTS_SENT: usize = 1;
+    /// Thread state could not be created (map full).
+    pub const THREAD_MAP_FULL: usize = 2;
+    /// A counter row could not be created (map full).
+    pub const COUNTER_MAP_FULL: usize = 3;
+    /// Disk bytes issued by threads zctrace does not trace (e.g. writeback).
+    pub const DISK_UNATTRIBUTED_BYTES: usize = 4;
+    /// A forked child could not be added to the traced set (map full).
+    pub const PROCESS_MAP_FULL: usize = 5;
+    pub const COUNT: usize = 6;
+}
+
+/// Indexes into the runtime configuration array.
+pub mod config {
+    /// Non-zero: write syscall events into the ring buffer.
+    pub const EVENTS_ENABLED: u32 = 0;
+    /// Bumped by userspace when a process leaves the traced set or counter
+    /// rows are recycled: thread state of an older generation is checked
+    /// against the set again and forgets its cached rows.
+    pub const GENERATION: u32 = 1;
+    /// Non-zero: threads may claim slots of the thread table. Userspace
+    /// sets it once `sched_process_exit` is attached (slots are released
+    /// there: without it a dead thread's slot could pass to the next
+    /// thread on the same stack); tests leave it off to exercise the task
+    /// storage path, which threads whose slot another holds take.
+    pub const THREAD_TABLE: u32 = 2;
+    pub const COUNT: u32 = 4;
+}
+
+/// Struct member offsets and enum values of the running kernel, read from
+/// its BTF by userspace and set as a global before the programs load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    pub task_files: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_inode: u32,
+    pub file_flags: u32,
+    pub inode_mode: u32,
+    pub msghdr_iter: u32,
+    pub msghdr_flags: u32,
+    pub iter_type: u32,
+    pub request_data_len: u32,
+    pub request_cmd_flags: u32,
+    pub netdev_flags: u32,
+    /// Bit n set: `iter_type == n` is user memory (`ITER_UBUF`, `ITER_IOVEC`).
+    pub user_iter_mask: u32,
+    /// `ITER_PIPE` (kernels before 6.4; `u32::MAX` where absent): "copying"
+    /// a page into it hands the page to the pipe by reference.
+    pub iter_pipe: u32,
+    /// This architecture's `O_DIRECT`.
+    pub o_direct: u32,
+    /// Non-zero once filled in (the programs do nothing with a zero layout).
+    pub valid: u32,
+}
+
+/// Load-time switches, set as a global before the programs load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Trace every process, not only those in the traced set.
+    pub trace_all: u32,
+    /// Add children forked by traced processes to the traced set.
+    pub follow_forks: u32,
+}
+
+const _: () = {
+    use core::mem::{align_of, size_of};
+    assert!(size_of::<CounterKey>() == 16 && align_of::<CounterKey>() == 4);
+    assert!(size_of::<Counters>() == 8 * counter::COUNT);
+    // Three 64-bit fields, six u32s, a 16-byte name.
+    assert!(size_of::<Event>() == 64 && align_of::<Event>() == 8);
+    assert!(size_of::<KernelLayout>() == 4 * 19);
+    assert!(size_of::<Settings>() == 8);
+};
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+
+    // SAFETY: each type is #[repr(C)], made only of integers, with no padding
+    // (sizes are multiples of their alignment and fields are laid out
+    // without gaps), so every bit pattern is a valid value.
+    unsafe impl aya::Pod for CounterKey {}
+    // SAFETY: as above: an array of u64.
+    unsafe impl aya::Pod for Counters {}
+    // SAFETY: as above: three 64-bit fields, six u32s, 16 bytes: 64, no gaps
+    // (asserted above).
+    unsafe impl aya::Pod for Event {}
+    // SAFETY: as above: only u32 fields.
+    unsafe impl aya::Pod for KernelLayout {}
+    // SAFETY: as above: only u32 fields.
+    unsafe impl aya::Pod for Settings {}
+}

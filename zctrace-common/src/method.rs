@@ -1,0 +1,486 @@
+//! How zctrace names what a syscall does: the call families, the I/O
+//! methods, fd kinds, and the classification the kernel applies per call.
+
+/// The I/O method a syscall is part of.
+///
+/// The kernel decides this per syscall from the call, the kinds of its file
+/// descriptors and what the thread did before (see [`classify`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    /// Anything that is not part of a file-to-socket transfer method.
+    Other = 0,
+    /// `read()` from a file, then `write()`/`send()` of the same buffer.
+    ReadWrite = 1,
+    /// `mmap()` a file, then `write()` from the mapping.
+    MmapWrite = 2,
+    /// `sendfile()`.
+    Sendfile = 3,
+    /// `splice()` file to pipe, pipe to socket.
+    Splice = 4,
+    /// `vmsplice()` user pages into a pipe, then `splice()` onwards.
+    Vmsplice = 5,
+    /// `tee()` duplicating a pipe, drained by `splice()`.
+    Tee = 6,
+    /// `send()` with `MSG_ZEROCOPY`.
+    ZeroCopySend = 7,
+    /// `copy_file_range()`.
+    CopyFileRange = 8,
+    /// `read()`/`write()` on a file opened with `O_DIRECT`.
+    DirectIo = 9,
+    /// Receiving from a socket (`read`/`recv*` on a socket).
+    SocketRecv = 10,
+    /// Sending user memory to a socket with no file read before it.
+    SocketSend = 11,
+    /// `io_uring_enter()` (counted; the ring hides the individual ops).
+    IoUring = 12,
+}
+
+impl Method {
+    pub const COUNT: usize = 13;
+    pub const ALL: [Method; Method::COUNT] = [
+        Method::Other,
+        Method::ReadWrite,
+        Method::MmapWrite,
+        Method::Sendfile,
+        Method::Splice,
+        Method::Vmsplice,
+        Method::Tee,
+        Method::ZeroCopySend,
+        Method::CopyFileRange,
+        Method::DirectIo,
+        Method::SocketRecv,
+        Method::SocketSend,
+        Method::IoUring,
+    ];
+
+    /// Validates a value read from a map (never transmute kernel bytes).
+    pub const fn from_u32(v: u32) -> Option<Method> {
+        if (v as usize) < Method::COUNT {
+            Some(Method::ALL[v as usize])
+        } else {
+            None
+        }
+    }
+
+    /// Stable, lower-case identifier (used on the command line and in JSON).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Method::Other => "other",
+            Method::ReadWrite => "read-write",
+            Method::MmapWrite => "mmap-write",
+            Method::Sendfile => "sendfile",
+            Method::Splice => "splice",
+            Method::Vmsplice => "vmsplice",
+            Method::Tee => "tee",
+            Method::ZeroCopySend => "msg-zerocopy",
+            Method::CopyFileRange => "copy-file-range",
+            Method::DirectIo => "o-direct",
+            Method::SocketRecv => "socket-recv",
+            Method::SocketSend => "socket-send",
+            Method::IoUring => "io-uring",
+        }
+    }
+}
+
+/// The syscall family a thread is in, as far as zctrace distinguishes them.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Call {
+    /// Not in a syscall (user mode).
+    None = 0,
+    Read = 1,
+    Pread = 2,
+    Readv = 3,
+    Write = 4,
+    Pwrite = 5,
+    Writev = 6,
+    Sendfile = 7,
+    Splice = 8,
+    Vmsplice = 9,
+    Tee = 10,
+    CopyFileRange = 11,
+    Sendto = 12,
+    Sendmsg = 13,
+    Recvfrom = 14,
+    Recvmsg = 15,
+    Mmap = 16,
+    Munmap = 17,
+    IoUringEnter = 18,
+    /// Any other syscall (counted for mode switches only).
+    Other = 19,
+}
+
+impl Call {
+    pub const COUNT: usize = 20;
+    pub const ALL: [Call; Call::COUNT] = [
+        Call::None,
+        Call::Read,
+        Call::Pread,
+        Call::Readv,
+        Call::Write,
+        Call::Pwrite,
+        Call::Writev,
+        Call::Sendfile,
+        Call::Splice,
+        Call::Vmsplice,
+        Call::Tee,
+        Call::CopyFileRange,
+        Call::Sendto,
+        Call::Sendmsg,
+        Call::Recvfrom,
+        Call::Recvmsg,
+        Call::Mmap,
+        Call::Munmap,
+        Call::IoUringEnter,
+        Call::Other,
+    ];
+
+    pub const fn from_u32(v: u32) -> Option<Call> {
+        if (v as usize) < Call::COUNT {
+            Some(Call::ALL[v as usize])
+        } else {
+            None
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Call::None => "-",
+            Call::Read => "read",
+            Call::Pread => "pread64",
+            Call::Readv => "readv",
+            Call::Write => "write",
+            Call::Pwrite => "pwrite64",
+            Call::Writev => "writev",
+            Call::Sendfile => "sendfile",
+            Call::Splice => "splice",
+            Call::Vmsplice => "vmsplice",
+            Call::Tee => "tee",
+            Call::CopyFileRange => "copy_file_range",
+            Call::Sendto => "sendto",
+            Call::Sendmsg => "sendmsg",
+            Call::Recvfrom => "recvfrom",
+            Call::Recvmsg => "recvmsg",
+            Call::Mmap => "mmap",
+            Call::Munmap => "munmap",
+            Call::IoUringEnter => "io_uring_enter",
+            Call::Other => "other",
+        }
+    }
+
+    /// Whether zctrace looks at this call's arguments (its fds and flags).
+    pub const fn is_io(self) -> bool {
+        !matches!(self, Call::None | Call::Other)
+    }
+
+    /// Whether a positive return value is a byte count (mmap returns an
+    /// address, io_uring_enter a number of submissions).
+    pub const fn returns_bytes(self) -> bool {
+        !matches!(
+            self,
+            Call::None | Call::Other | Call::Mmap | Call::Munmap | Call::IoUringEnter
+        )
+    }
+}
+
+/// What a file descriptor refers to, from the inode's `S_IFMT` bits.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdKind {
+    Unknown = 0,
+    File = 1,
+    Pipe = 2,
+    Socket = 3,
+    CharDev = 4,
+    Other = 5,
+}
+
+impl FdKind {
+    pub const fn from_mode(mode: u32) -> FdKind {
+        match mode & 0o170_000 {
+            0o100_000 => FdKind::File,
+            0o010_000 => FdKind::Pipe,
+            0o140_000 => FdKind::Socket,
+            0o020_000 => FdKind::CharDev,
+            0 => FdKind::Unknown,
+            _ => FdKind::Other,
+        }
+    }
+
+    pub const fn from_u32(v: u32) -> FdKind {
+        match v {
+            1 => FdKind::File,
+            2 => FdKind::Pipe,
+            3 => FdKind::Socket,
+            4 => FdKind::CharDev,
+            5 => FdKind::Other,
+            _ => FdKind::Unknown,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            FdKind::Unknown => "?",
+            FdKind::File => "file",
+            FdKind::Pipe => "pipe",
+            FdKind::Socket => "socket",
+            FdKind::CharDev => "chardev",
+            FdKind::Other => "other",
+        }
+    }
+}
+
+/// `MSG_ZEROCOPY` (uapi, all architectures).
+pub const MSG_ZEROCOPY: u32 = 0x0400_0000;
+/// `MSG_ERRQUEUE` (uapi, all architectures).
+pub const MSG_ERRQUEUE: u32 = 0x2000;
+/// `MSG_SPLICE_PAGES` (kernel-internal, 6.5+): the message carries page
+/// references to be attached to the skb rather than copied.
+pub const MSG_SPLICE_PAGES: u32 = 0x0800_0000;
+
+/// What zctrace knows about one syscall when it enters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallInfo {
+    pub call: Call,
+    /// Kind of the descriptor data comes from (the fd for reads).
+    pub in_kind: FdKind,
+    /// Kind of the descriptor data goes to (the fd for writes).
+    pub out_kind: FdKind,
+    /// The file side was opened with `O_DIRECT`.
+    pub direct: bool,
+    /// `MSG_ZEROCOPY` in the send flags.
+    pub zerocopy: bool,
+    /// `MSG_ERRQUEUE` in the receive flags (zero-copy completions).
+    pub errqueue: bool,
+    /// `mmap(MAP_SHARED)` of a file's data (not anonymous memory, not the
+    /// dynamic loader's private, executable or fixed mappings).
+    pub maps_file: bool,
+    /// The data written comes from the thread's last shared file mapping
+    /// (the buffer address lies inside it).
+    pub from_mapping: bool,
+}
+
+impl CallInfo {
+    pub const fn new(call: Call) -> CallInfo {
+        CallInfo {
+            call,
+            in_kind: FdKind::Unknown,
+            out_kind: FdKind::Unknown,
+            direct: false,
+            zerocopy: false,
+            errqueue: false,
+            maps_file: false,
+            from_mapping: false,
+        }
+    }
+}
+
+/// Decides the method of one syscall and the thread's new "current method".
+///
+/// `current` is what the thread was doing before (the method of its last
+/// transfer-starting call). A `write()` only belongs to read+write if the
+/// thread read a file first; from an mmap'd file it is mmap+write; otherwise
+/// it is a plain socket send. A write whose buffer lies in a shared file
+/// mapping is mmap+write. Anything unclear lands in [`Method::Other`]
+/// instead of being misfiled.
+pub const fn classify(info: &CallInfo, current: Method) -> (Method, Method) {
+    match info.call {
+        Call::Read | Call::Pread | Call::Readv => match info.in_kind {
+            FdKind::File if info.direct => (Method::DirectIo, Method::DirectIo),
+            FdKind::File => (Method::ReadWrite, Method::ReadWrite),
+            FdKind::Socket => (Method::SocketRecv, current),
+            // Data from a pipe or a device: what is written next is that
+            // data, not the file read before (dd from /dev/zero).
+            FdKind::Pipe | FdKind::CharDev | FdKind::Other => (Method::Other, Method::Other),
+            FdKind::Unknown => (Method::Other, current),
+        },
+        Call::Write | Call::Pwrite | Call::Writev => classify_write(info, current),
+        Call::Sendto | Call::Sendmsg => {
+            if info.zerocopy {
+                (Method::ZeroCopySend, Method::ZeroCopySend)
+            } else {
+                classify_write(info, current)
+            }
+        }
+        Call::Recvfrom | Call::Recvmsg => {
+            if info.errqueue {
+                (Method::ZeroCopySend, current)
+            } else {
+                (Method::SocketRecv, current)
+            }
+        }
+        Call::Sendfile => (Method::Sendfile, Method::Sendfile),
+        Call::Splice => match current {
+            Method::Tee => (Method::Tee, Method::Tee),
+            Method::Vmsplice if matches!(info.in_kind, FdKind::Pipe) => {
+                (Method::Vmsplice, Method::Vmsplice)
+            }
+            _ => (Method::Splice, Method::Splice),
+        },
+        Call::Vmsplice => (Method::Vmsplice, Method::Vmsplice),
+        Call::Tee => (Method::Tee, Method::Tee),
+        Call::CopyFileRange => (Method::CopyFileRange, Method::CopyFileRange),
+        // Mapping a file moves no data by itself (like opening it): the
+        // writes from the mapping are what make mmap+write.
+        Call::Mmap | Call::Munmap => (Method::Other, current),
+        Call::IoUringEnter => (Method::IoUring, Method::IoUring),
+        Call::None | Call::Other => (Method::Other, current),
+    }
+}
+
+const fn classify_write(info: &CallInfo, current: Method) -> (Method, Method) {
+    if info.from_mapping {
+        return (Method::MmapWrite, Method::MmapWrite);
+    }
+    match current {
+        Method::ReadWrite | Method::MmapWrite | Method::DirectIo => (current, current),
+        _ => match info.out_kind {
+            FdKind::File if info.direct => (Method::DirectIo, Method::DirectIo),
+            FdKind::Socket => (Method::SocketSend, current),
+            _ => (Method::Other, current),
+        },
+    }
+}
+
+/// Indexes into [`Counters::v`]. "Derived" counters are inferred from a
+/// syscall's result and fd kinds; "observed" ones come from a probe at or
+/// next to the place the kernel moves the bytes. They are never summed.
+pub mod counter {
+    /// Syscalls made (counted when they return; calls that never return,
+    /// like exit_group, when the thread exits).
+    pub const SYSCALLS: usize = 0;
+    /// Bytes reported by successful I/O syscalls (their return values).
+    pub const IO_BYTES: usize = 1;
+    /// CPU copy user to kernel, derived from syscall results.
+    pub const U2K_DERIVED: usize = 2;
+    /// CPU copy kernel to user, derived from syscall results.
+    pub const K2U_DERIVED: usize = 3;
+    /// CPU copy kernel to kernel, derived from syscall results.
+    pub const K2K_DERIVED: usize = 4;
+    /// Page references handed over, derived from syscall results.
+    pub const PAGEREF_DERIVED: usize = 5;
+    /// User memory copied into socket buffers (`tcp:tcp_sendmsg_locked` saw a
+    /// user-backed iterator).
+    pub const U2K_OBSERVED: usize = 6;
+    /// Socket data copied to user memory (`skb:skb_copy_datagram_iovec`).
+    pub const K2U_OBSERVED: usize = 7;
+    /// Pages attached to socket buffers by reference
+    /// (`tcp:tcp_sendmsg_locked` saw `MSG_SPLICE_PAGES`).
+    pub const PAGEREF_OBSERVED: usize = 8;
+    /// User pages pinned for `MSG_ZEROCOPY` (`tcp:tcp_sendmsg_locked`).
+    pub const ZC_PINNED_OBSERVED: usize = 9;
+    /// Bytes moved by `O_DIRECT` I/O (device DMA to/from user memory).
+    pub const DIRECT_IO_BYTES: usize = 10;
+    /// Page faults taken in user mode (each is two mode switches).
+    pub const FAULTS_USER: usize = 11;
+    /// Page faults taken in kernel mode (e.g. copying from an mmap'd file).
+    pub const FAULTS_KERNEL: usize = 12;
+    /// The thread gave up the CPU voluntarily (it blocked).
+    pub const CS_VOLUNTARY: usize = 13;
+    /// The thread was preempted while runnable.
+    pub const CS_INVOLUNTARY: usize = 14;
+    /// Block requests issued for reading (device DMA into memory).
+    pub const DISK_READ_BYTES: usize = 15;
+    /// Block requests issued for writing.
+    pub const DISK_WRITE_BYTES: usize = 16;
+    /// Bytes transmitted on a loopback device (no DMA).
+    pub const XMIT_LOOPBACK_BYTES: usize = 17;
+    /// Bytes transmitted on a real device (NIC DMA).
+    pub const XMIT_DEVICE_BYTES: usize = 18;
+    /// CPU copy kernel to kernel observed at a copy site (copy-site tier, or
+    /// a kernel-backed iterator without `MSG_SPLICE_PAGES` at the socket).
+    pub const K2K_OBSERVED: usize = 19;
+    /// Copy-site tier (fexit/kprobe on the functions that do the copying,
+    /// with the iterator's type): user to kernel.
+    pub const COPY_SITE_U2K: usize = 20;
+    /// Copy-site tier: kernel to user.
+    pub const COPY_SITE_K2U: usize = 21;
+    /// Copy-site tier: kernel to kernel.
+    pub const COPY_SITE_K2K: usize = 22;
+    /// Copy-site tier: pages handed to a socket by reference (or pinned).
+    pub const COPY_SITE_REFS: usize = 23;
+    pub const COUNT: usize = 24;
+}
+
+/// Which derived counter a successful I/O syscall's return value goes to.
+pub const fn derived_counter(info: &CallInfo) -> Option<usize> {
+    match info.call {
+        Call::Read | Call::Pread | Call::Readv | Call::Recvfrom | Call::Recvmsg => {
+            if info.errqueue {
+                return None;
+            }
+            match info.in_kind {
+                FdKind::File if info.direct => Some(counter::DIRECT_IO_BYTES),
+                FdKind::File | FdKind::Pipe | FdKind::Socket => Some(counter::K2U_DERIVED),
+                _ => None,
+            }
+        }
+        Call::Write | Call::Pwrite | Call::Writev | Call::Sendto | Call::Sendmsg => {
+            match info.out_kind {
+                FdKind::File if info.direct => Some(counter::DIRECT_IO_BYTES),
+                FdKind::Socket if info.zerocopy => Some(counter::PAGEREF_DERIVED),
+                FdKind::File | FdKind::Pipe | FdKind::Socket => Some(counter::U2K_DERIVED),
+                _ => None,
+            }
+        }
+        // Into a regular file the pages must be copied into its page cache;
+        // into a pipe or socket they travel by reference.
+        Call::Sendfile | Call::Splice => match info.out_kind {
+            FdKind::File => Some(counter::K2K_DERIVED),
+            _ => Some(counter::PAGEREF_DERIVED),
+        },
+        Call::Vmsplice | Call::Tee => Some(counter::PAGEREF_DERIVED),
+        Call::CopyFileRange => Some(counter::K2K_DERIVED),
+        _ => None,
+    }
+}
+
+/// How a socket send moved its payload, from `tcp_sendmsg_locked`'s message.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendClass {
+    Unknown = 0,
+    UserCopy = 1,
+    PageRefs = 2,
+    ZeroCopyPinned = 3,
+    KernelCopy = 4,
+}
+
+impl SendClass {
+    pub const fn from_u32(v: u32) -> SendClass {
+        match v {
+            1 => SendClass::UserCopy,
+            2 => SendClass::PageRefs,
+            3 => SendClass::ZeroCopyPinned,
+            4 => SendClass::KernelCopy,
+            _ => SendClass::Unknown,
+        }
+    }
+
+    /// Classifies from the iterator type and message flags. `user_iter_mask`
+    /// has bit `n` set when `iter_type == n` means user memory (read from the
+    /// running kernel's BTF, as the enum values differ between versions).
+    pub const fn classify(iter_type: u8, msg_flags: u32, user_iter_mask: u32) -> SendClass {
+        let user = iter_type < 32 && (user_iter_mask >> iter_type) & 1 == 1;
+        if msg_flags & MSG_ZEROCOPY != 0 && user {
+            SendClass::ZeroCopyPinned
+        } else if user {
+            SendClass::UserCopy
+        } else if msg_flags & MSG_SPLICE_PAGES != 0 {
+            SendClass::PageRefs
+        } else {
+            SendClass::KernelCopy
+        }
+    }
+
+    pub const fn observed_counter(self) -> Option<usize> {
+        match self {
+            SendClass::Unknown => None,
+            SendClass::UserCopy => Some(counter::U2K_OBSERVED),
+            SendClass::PageRefs => Some(counter::PAGEREF_OBSERVED),
+            SendClass::ZeroCopyPinned => Some(counter::ZC_PINNED_OBSERVED),
+            SendClass::KernelCopy => Some(counter::K2K_OBSERVED),
+        }
+    }
+}
