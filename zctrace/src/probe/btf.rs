@@ -19,6 +19,8 @@ pub enum LayoutError {
     NoMember(String, String),
     #[error("kernel BTF: {0}.{1} is a bitfield")]
     Bitfield(String, String),
+    #[error("kernel BTF: {0}.{1} is {2} bytes wide, zctrace's probes read {3}")]
+    Width(String, String, usize, usize),
     #[error("kernel BTF has no enum {0}")]
     NoEnum(String),
     #[error("kernel BTF: {0}")]
@@ -50,11 +52,45 @@ impl KernelBtf {
         Ok(Self { btf })
     }
 
+    /// Byte offset of a scalar member the probes read `bytes` wide: an
+    /// error, not a wrong number, if this kernel made it wider or narrower.
+    pub fn scalar(&self, name: &str, path: &[&str], bytes: usize) -> Result<u32, LayoutError> {
+        let (offset, member) = self.member(name, path)?;
+        let width = self.width(self.btf.resolve_chained_type(&member)?)?;
+        if width != Some(bytes) {
+            return Err(LayoutError::Width(
+                name.into(),
+                path.join("."),
+                width.unwrap_or(0),
+                bytes,
+            ));
+        }
+        Ok(offset)
+    }
+
+    /// The size in bytes of a scalar type (an integer, an enum, a pointer),
+    /// None for anything else.
+    fn width(&self, ty: Type) -> Result<Option<usize>, LayoutError> {
+        Ok(match self.strip(ty)? {
+            Type::Int(i) => Some(i.size()),
+            Type::Enum(e) => Some(e.size()),
+            Type::Enum64(e) => Some(e.size()),
+            Type::Ptr(_) => Some(std::mem::size_of::<u64>()),
+            _ => None,
+        })
+    }
+
     /// Byte offset of `path` (member names, descending through named and
     /// anonymous struct/union members) inside `struct name`.
     pub fn offset(&self, name: &str, path: &[&str]) -> Result<u32, LayoutError> {
+        Ok(self.member(name, path)?.0)
+    }
+
+    /// The offset of `path` inside `struct name`, and its last member.
+    fn member(&self, name: &str, path: &[&str]) -> Result<(u32, Member), LayoutError> {
         let mut ty = self.find_struct(name)?;
         let mut total = 0u32;
+        let mut last = None;
         for (i, field) in path.iter().enumerate() {
             let (bits, member) = self
                 .find_member(&ty, field)?
@@ -66,8 +102,10 @@ impl KernelBtf {
             if i + 1 < path.len() {
                 ty = self.strip(self.btf.resolve_chained_type(&member)?)?;
             }
+            last = Some(member);
         }
-        Ok(total)
+        let member = last.ok_or_else(|| LayoutError::NoMember(name.into(), String::new()))?;
+        Ok((total, member))
     }
 
     /// Value of an enumerator, e.g. `("iter_type", "ITER_UBUF")`.
@@ -144,21 +182,23 @@ impl KernelBtf {
             }
         }
         Ok(KernelLayout {
-            task_files: self.offset("task_struct", &["files"])?,
-            task_pid: self.offset("task_struct", &["pid"])?,
-            task_tgid: self.offset("task_struct", &["tgid"])?,
-            files_fdt: self.offset("files_struct", &["fdt"])?,
-            fdt_max_fds: self.offset("fdtable", &["max_fds"])?,
-            fdt_fd: self.offset("fdtable", &["fd"])?,
-            file_inode: self.offset("file", &["f_inode"])?,
-            file_flags: self.offset("file", &["f_flags"])?,
-            inode_mode: self.offset("inode", &["i_mode"])?,
+            // Each width is the one the eBPF programs load.
+            task_files: self.scalar("task_struct", &["files"], 8)?,
+            task_pid: self.scalar("task_struct", &["pid"], 4)?,
+            task_tgid: self.scalar("task_struct", &["tgid"], 4)?,
+            files_fdt: self.scalar("files_struct", &["fdt"], 8)?,
+            fdt_max_fds: self.scalar("fdtable", &["max_fds"], 4)?,
+            fdt_fd: self.scalar("fdtable", &["fd"], 8)?,
+            file_inode: self.scalar("file", &["f_inode"], 8)?,
+            file_flags: self.scalar("file", &["f_flags"], 4)?,
+            inode_mode: self.scalar("inode", &["i_mode"], 2)?,
+            // An embedded struct: only its offset matters.
             msghdr_iter: self.offset("msghdr", &["msg_iter"])?,
-            msghdr_flags: self.offset("msghdr", &["msg_flags"])?,
-            iter_type: self.offset("iov_iter", &["iter_type"])?,
-            request_data_len: self.offset("request", &["__data_len"])?,
-            request_cmd_flags: self.offset("request", &["cmd_flags"])?,
-            netdev_flags: self.offset("net_device", &["flags"])?,
+            msghdr_flags: self.scalar("msghdr", &["msg_flags"], 4)?,
+            iter_type: self.scalar("iov_iter", &["iter_type"], 1)?,
+            request_data_len: self.scalar("request", &["__data_len"], 4)?,
+            request_cmd_flags: self.scalar("request", &["cmd_flags"], 4)?,
+            netdev_flags: self.scalar("net_device", &["flags"], 4)?,
             user_iter_mask,
             iter_pipe: self
                 .enum_value("iter_type", "ITER_PIPE")?
@@ -205,5 +245,14 @@ mod tests {
             k.offset("task_struct", &["no_such_member_zc"]),
             Err(LayoutError::NoMember(..))
         ));
+        // pid_t is 4 bytes: asking for 8 is refused, naming both widths.
+        let e = k
+            .scalar("task_struct", &["pid"], 8)
+            .expect_err("pid is 4 bytes");
+        assert!(matches!(e, LayoutError::Width(_, _, 4, 8)), "{e}");
+        assert_eq!(
+            k.scalar("task_struct", &["pid"], 4).ok(),
+            k.offset("task_struct", &["pid"]).ok()
+        );
     }
 }

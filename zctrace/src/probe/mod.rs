@@ -7,22 +7,19 @@
 
 pub mod attach;
 pub mod btf;
+mod maps;
 
-use std::{collections::BTreeMap, path::Path};
+use std::path::Path;
 
 #[cfg(feature = "bench")]
 use crate::hooks::{FLOOR_RAW, Kind};
 pub use crate::hooks::{Hook, HookSet, Tier};
-use crate::model::Snapshot;
 
 #[cfg(feature = "bench")]
 use aya::programs::{BtfTracePoint, RawTracePoint};
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, Queue, RingBuf},
-};
+use aya::{Ebpf, EbpfLoader, maps::Array};
 use thiserror::Error;
-use zctrace_common::{CounterKey, Counters, MAX_COUNTER_ROWS, Settings, config, stat};
+use zctrace_common::{Counters, MAX_COUNTER_ROWS, Settings, config};
 
 use self::btf::{KernelBtf, LayoutError, VMLINUX_BTF};
 
@@ -240,126 +237,6 @@ impl Probes {
     /// Which hooks attached, for the model's observed/derived choice.
     pub fn hook_set(&self) -> HookSet {
         HookSet::of(self.hooks.iter().filter(|h| h.attached).map(|h| h.hook))
-    }
-
-    /// Adds a process (all its threads) to the traced set.
-    pub fn trace_pid(&mut self, tgid: u32) -> Result<(), ProbeError> {
-        let mut traced: HashMap<_, u32, u32> = HashMap::try_from(self.map_mut("TRACED")?)?;
-        traced.insert(tgid, 1, 0)?;
-        // Its threads may sit in the thread table as untraced.
-        self.bump_generation()
-    }
-
-    /// Removes a process from the traced set. Its threads keep their
-    /// kernel-side state until their next probe sees the new generation,
-    /// checks the set, and drops it.
-    pub fn untrace_pid(&mut self, tgid: u32) -> Result<(), ProbeError> {
-        let mut traced: HashMap<_, u32, u32> = HashMap::try_from(self.map_mut("TRACED")?)?;
-        traced.remove(&tgid)?;
-        self.bump_generation()
-    }
-
-    /// Turns the per-syscall event stream on or off.
-    pub fn set_events(&mut self, on: bool) -> Result<(), ProbeError> {
-        let mut cfg: Array<_, u32> = Array::try_from(self.map_mut("CONFIG")?)?;
-        cfg.set(config::EVENTS_ENABLED, u32::from(on), 0)?;
-        Ok(())
-    }
-
-    /// Takes the event ring buffer out (for a reader thread). Only once.
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .ok_or(ProbeError::MissingMap("EVENTS"))?;
-        Ok(RingBuf::try_from(map)?)
-    }
-
-    /// Reads every counter row, summing the per-CPU values.
-    pub fn snapshot(&self) -> Result<Snapshot, ProbeError> {
-        let index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map("ROW_INDEX")?)?;
-        let values: PerCpuArray<_, Counters> = PerCpuArray::try_from(self.map("ROWS")?)?;
-        let mut rows = BTreeMap::new();
-        for item in index.iter() {
-            // A row recycled between listing and reading is simply skipped.
-            let Ok((key, idx)) = item else { continue };
-            let Ok(per_cpu) = values.get(&idx, 0) else {
-                continue;
-            };
-            let mut sum = Counters::ZERO;
-            for c in per_cpu.iter() {
-                sum.add(c);
-            }
-            rows.insert(key, sum);
-        }
-        Ok(Snapshot { rows })
-    }
-
-    /// Recycles the counter rows of these threads (finished demo runs whose
-    /// numbers the dashboard has kept), so `demo --loop` never runs out of
-    /// rows: each loses its index entry, is zeroed, and goes back on the
-    /// free list.
-    pub fn remove_rows(&mut self, tids: &[u32]) -> Result<usize, ProbeError> {
-        let mut index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map_mut("ROW_INDEX")?)?;
-        let doomed: Vec<(CounterKey, u32)> = index
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(k, _)| tids.contains(&k.tid))
-            .collect();
-        let mut freed = Vec::with_capacity(doomed.len());
-        for (k, idx) in &doomed {
-            // A row already gone is fine.
-            if index.remove(k).is_ok() {
-                freed.push(*idx);
-            }
-        }
-        let mut values: PerCpuArray<_, Counters> = PerCpuArray::try_from(self.map_mut("ROWS")?)?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
-        for idx in &freed {
-            let zeros =
-                PerCpuValues::try_from(vec![Counters::ZERO; cpus]).map_err(ProbeError::Cpus)?;
-            values.set(*idx, zeros, 0)?;
-        }
-        let mut free: Queue<_, u32> = Queue::try_from(self.map_mut("FREE_ROWS")?)?;
-        for idx in &freed {
-            free.push(idx, 0)?;
-        }
-        // Threads that cached a recycled row forget their caches.
-        self.bump_generation()?;
-        Ok(freed.len())
-    }
-
-    /// Makes every thread re-check its state against the traced set and
-    /// forget its cached counter rows (see `config::GENERATION`).
-    fn bump_generation(&mut self) -> Result<(), ProbeError> {
-        let mut cfg: Array<_, u32> = Array::try_from(self.map_mut("CONFIG")?)?;
-        let generation = cfg.get(&config::GENERATION, 0)?;
-        cfg.set(config::GENERATION, generation.wrapping_add(1), 0)?;
-        Ok(())
-    }
-
-    pub fn stats(&self) -> Result<Stats, ProbeError> {
-        let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map("STATS")?)?;
-        let mut v = [0u64; stat::COUNT];
-        for (i, slot) in v.iter_mut().enumerate() {
-            *slot = arr.get(&(i as u32), 0)?.iter().sum();
-        }
-        Ok(Stats {
-            events_dropped: v[stat::EVENTS_DROPPED],
-            events_sent: v[stat::EVENTS_SENT],
-            thread_map_full: v[stat::THREAD_MAP_FULL],
-            counter_map_full: v[stat::COUNTER_MAP_FULL],
-            disk_unattributed_bytes: v[stat::DISK_UNATTRIBUTED_BYTES],
-            process_map_full: v[stat::PROCESS_MAP_FULL],
-        })
-    }
-
-    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, ProbeError> {
-        self.ebpf.map(name).ok_or(ProbeError::MissingMap(name))
-    }
-
-    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, ProbeError> {
-        self.ebpf.map_mut(name).ok_or(ProbeError::MissingMap(name))
     }
 }
 
