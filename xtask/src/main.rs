@@ -450,17 +450,20 @@ fn run_counting(cmd: &mut Command) -> Result<Counts> {
     })
 }
 
+/// Builds the release binary with these features; returns its path.
+fn build_release(features: &[&str]) -> Result<PathBuf> {
+    let mut args = vec!["build", "--release", "--package", "zctrace"];
+    let joined = features.join(",");
+    if !features.is_empty() {
+        args.extend(["--features", &joined]);
+    }
+    run(&mut cargo(&args)?)?;
+    Ok(workspace_root().join("target/release/zctrace"))
+}
+
 fn demo(args: &[String]) -> Result<()> {
     setup()?;
-    run(&mut cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "zctrace",
-        "--features",
-        "bench",
-    ])?)?;
-    let bin = workspace_root().join("target/release/zctrace");
+    let bin = build_release(&[])?;
     let status = Command::new(&bin)
         .arg("demo")
         .args(args)
@@ -540,18 +543,8 @@ impl Mode {
 fn bench(rounds: usize) -> Result<()> {
     setup()?;
     ensure_bench_tools()?;
-    run(&mut cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "zctrace",
-        "--features",
-        "bench",
-    ])?)?;
-    let bin = workspace_root()
-        .join("target/release/zctrace")
-        .display()
-        .to_string();
+    // The benchmark's workloads and floor live behind the bench feature.
+    let bin = build_release(&["bench"])?.display().to_string();
     // Every workload runs on one CPU: its sender and receiver threads and
     // the kernel work they cause share it, so each cost of tracing adds to
     // the elapsed time instead of hiding in a second core's idle time, and

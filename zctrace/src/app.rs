@@ -376,24 +376,15 @@ pub mod tests {
     use std::time::Instant;
 
     use ratatui::crossterm::event::KeyEventState;
-    use zctrace_common::{Counters, counter};
+    use zctrace_common::Counters;
 
     use super::*;
     use crate::{
-        demo::track::{DemoEvent, DemoTracker},
-        model::{HookSet, Snapshot},
+        demo::track::{DemoTracker, tests as track_tests},
+        model::HookSet,
     };
 
-    pub fn opts() -> DemoOptions {
-        DemoOptions {
-            size: 16 << 20,
-            chunk: 64 << 10,
-            methods: vec![Method::ReadWrite, Method::Sendfile],
-            cold: false,
-            pace: None,
-            dir: std::env::temp_dir(),
-        }
-    }
+    pub use crate::demo::track::tests::opts;
 
     pub fn app() -> App {
         App::new(opts(), Vec::new(), "6.18.0-test".into(), 42)
@@ -425,27 +416,8 @@ pub mod tests {
     pub fn app_with_read_write() -> App {
         let mut a = app();
         let mut t = DemoTracker::new(opts());
-        t.on(DemoEvent::Started {
-            index: 0,
-            sender_tid: 7,
-            receiver_tids: vec![8],
-            at: Instant::now(),
-        });
-        let mut c = Counters::ZERO;
-        c.v[counter::SYSCALLS] = 512;
-        c.v[counter::K2U_DERIVED] = 16 << 20;
-        c.v[counter::U2K_DERIVED] = 16 << 20;
-        let mut snap = Snapshot::default();
-        snap.rows.insert(
-            zctrace_common::CounterKey {
-                tgid: 42,
-                tid: 7,
-                method: Method::ReadWrite as u32,
-                call: 1,
-            },
-            c,
-        );
-        let view = t.sample(&snap, HookSet::default(), Instant::now());
+        t.on(track_tests::started(0, 7));
+        let view = t.sample(&track_tests::snap(), HookSet::default(), Instant::now());
         a.update(sample(Some(view), Vec::new(), Vec::new()));
         a
     }

@@ -238,7 +238,7 @@ impl DemoTracker {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use zctrace_common::{CounterKey, Counters, counter};
 
     use super::*;
@@ -255,7 +255,7 @@ mod tests {
     }
 
     /// Counters of read-write's sender, tid 7: 512 syscalls, 16 MiB each way.
-    fn snap() -> Snapshot {
+    pub fn snap() -> Snapshot {
         let mut c = Counters::ZERO;
         c.v[counter::SYSCALLS] = 512;
         c.v[counter::K2U_DERIVED] = 16 << 20;
@@ -273,7 +273,7 @@ mod tests {
         s
     }
 
-    fn started(index: usize, tid: u32) -> DemoEvent {
+    pub fn started(index: usize, tid: u32) -> DemoEvent {
         DemoEvent::Started {
             index,
             sender_tid: tid,
