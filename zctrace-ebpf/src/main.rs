@@ -23,6 +23,7 @@ mod net;
 mod sched;
 mod state;
 mod syscalls;
+mod uring;
 
 use aya_ebpf::{
     macros::{btf_tracepoint, fexit, kprobe, kretprobe, raw_tracepoint},
@@ -84,6 +85,21 @@ pub fn net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "block_rq_issue")]
 pub fn block_rq_issue(ctx: RawTracePointContext) -> i32 {
     block::try_rq_issue(&ctx).map_or(0, |()| 0)
+}
+
+#[raw_tracepoint(tracepoint = "io_uring_submit_req")]
+pub fn io_uring_submit_req(ctx: RawTracePointContext) -> i32 {
+    uring::try_submit(&ctx).map_or(0, |()| 0)
+}
+
+#[raw_tracepoint(tracepoint = "io_uring_complete")]
+pub fn io_uring_complete(ctx: RawTracePointContext) -> i32 {
+    uring::try_complete(&ctx).map_or(0, |()| 0)
+}
+
+#[raw_tracepoint(tracepoint = "io_uring_cqe_overflow")]
+pub fn io_uring_cqe_overflow(ctx: RawTracePointContext) -> i32 {
+    uring::try_overflow(&ctx).map_or(0, |()| 0)
 }
 
 // The copy-site tier: for each site an fexit program and a kprobe/kretprobe

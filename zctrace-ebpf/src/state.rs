@@ -500,7 +500,7 @@ pub fn epoch(task: &Task) -> u32 {
 
 /// The index of the counter row for `key`, found or allocated.
 #[inline(never)]
-fn row_index(key: &CounterKey) -> Option<u32> {
+pub fn row_index(key: &CounterKey) -> Option<u32> {
     // SAFETY: a copy of the value is taken at once.
     if let Some(i) = unsafe { ROW_INDEX.get(key) } {
         return Some(*i);

@@ -62,6 +62,9 @@ pub enum Hook {
     TcpSendmsgLocked,
     NetDevXmit,
     BlockRqIssue,
+    UringSubmitReq,
+    UringComplete,
+    UringCqeOverflow,
     SiteFilemapRead,
     SiteShmemRead,
     SitePerformWrite,
@@ -112,7 +115,7 @@ const fn site(
 }
 
 impl Hook {
-    pub const ALL: [Hook; 19] = [
+    pub const ALL: [Hook; 22] = [
         Hook::SysEnter,
         Hook::SysExit,
         Hook::SchedSwitch,
@@ -124,6 +127,9 @@ impl Hook {
         Hook::TcpSendmsgLocked,
         Hook::NetDevXmit,
         Hook::BlockRqIssue,
+        Hook::UringSubmitReq,
+        Hook::UringComplete,
+        Hook::UringCqeOverflow,
         Hook::SiteFilemapRead,
         Hook::SiteShmemRead,
         Hook::SitePerformWrite,
@@ -222,6 +228,27 @@ impl Hook {
                 Raw,
                 false,
                 "disk DMA bytes at request issue",
+                Some(FLOOR_RAW),
+            ),
+            Hook::UringSubmitReq => tracepoint(
+                "io_uring_submit_req",
+                Raw,
+                false,
+                "io_uring requests: who submitted which operation",
+                Some(FLOOR_RAW),
+            ),
+            Hook::UringComplete => tracepoint(
+                "io_uring_complete",
+                Raw,
+                false,
+                "io_uring results: bytes per operation, zero-copy notifications",
+                Some(FLOOR_RAW),
+            ),
+            Hook::UringCqeOverflow => tracepoint(
+                "io_uring_cqe_overflow",
+                Raw,
+                false,
+                "io_uring completions that overflowed the queue (counted, unattributed)",
                 Some(FLOOR_RAW),
             ),
             Hook::SiteFilemapRead => site(

@@ -34,7 +34,7 @@ pub struct Transfer<'a> {
 
 impl Transfer<'_> {
     /// Called once per chunk: honours Ctrl-C and the lecture pace.
-    fn tick(&self) -> io::Result<()> {
+    pub(super) fn tick(&self) -> io::Result<()> {
         if self.stop.load(Ordering::Relaxed) {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
         }
@@ -44,7 +44,7 @@ impl Transfer<'_> {
         Ok(())
     }
 
-    fn len(&self) -> u64 {
+    pub(super) fn len(&self) -> u64 {
         self.payload.len() as u64
     }
 }
@@ -89,7 +89,7 @@ pub const fn sockets_needed(m: Method) -> usize {
 }
 
 /// The methods the demo knows, in teaching order.
-pub const DEMO_METHODS: [Method; 9] = [
+pub const DEMO_METHODS: [Method; 12] = [
     Method::ReadWrite,
     Method::MmapWrite,
     Method::Sendfile,
@@ -99,6 +99,9 @@ pub const DEMO_METHODS: [Method; 9] = [
     Method::ZeroCopySend,
     Method::CopyFileRange,
     Method::DirectIo,
+    Method::UringReadSend,
+    Method::UringSplice,
+    Method::UringSendZc,
 ];
 
 /// Runs `method` on the calling thread. `socks` holds
@@ -140,6 +143,20 @@ pub fn run(
                 return Ok(Outcome::Skipped(reason));
             }
         }
+        Method::UringReadSend => {
+            if let Err(reason) = super::uring::read_send(t, sock()?)? {
+                return Ok(Outcome::Skipped(reason));
+            }
+        }
+        Method::UringSplice => {
+            if let Err(reason) = super::uring::splice_file(t, sock()?)? {
+                return Ok(Outcome::Skipped(reason));
+            }
+        }
+        Method::UringSendZc => match super::uring::send_zc(t, sock()?)? {
+            Ok(report) => zerocopy = Some(report),
+            Err(reason) => return Ok(Outcome::Skipped(reason)),
+        },
         other => {
             return Err(io::Error::other(format!(
                 "{} is not a demo method",
@@ -438,12 +455,12 @@ fn direct_io(t: &Transfer, mut sock: &TcpStream) -> io::Result<Result<(), String
     }
 }
 
-fn remaining(t: &Transfer, off: u64) -> usize {
+pub(super) fn remaining(t: &Transfer, off: u64) -> usize {
     (t.len().saturating_sub(off)).min(t.chunk as u64) as usize
 }
 
 /// A pipe sized to hold a chunk where the kernel allows it.
-fn pipe(chunk: usize) -> io::Result<(OwnedFd, OwnedFd)> {
+pub(super) fn pipe(chunk: usize) -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
     // One page more than a chunk: a chunk of user memory that is not page
     // aligned spans one more page (pipe slot). Larger than

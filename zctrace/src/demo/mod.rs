@@ -7,6 +7,7 @@ pub mod receiver;
 pub mod report;
 pub mod selftest;
 pub mod track;
+pub mod uring;
 
 use std::{
     fs::File,
@@ -290,8 +291,13 @@ pub fn measure(
     };
     r.notes = theory::explain(rec.method, &sender, &ctx);
     if let Some(zc) = rec.zerocopy {
+        let (what, done) = if rec.method == Method::UringSendZc {
+            ("IORING_OP_SEND_ZC", "notified")
+        } else {
+            ("MSG_ZEROCOPY", "completed")
+        };
         r.notes.push(format!(
-            "MSG_ZEROCOPY: {} of {} sends completed{}",
+            "{what}: {} of {} sends {done}{}",
             zc.completed,
             zc.sends,
             if zc.copied > 0 {

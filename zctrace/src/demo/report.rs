@@ -171,6 +171,13 @@ pub fn method_block(r: &MethodResult) -> String {
             m.page_faults_kernel,
             r.sender_other_syscalls
         );
+        if m.uring.ops > 0 {
+            let _ = writeln!(
+                s,
+                "  io_uring: {} requests completed; {} zero-copy notifications, {} reporting a copy",
+                m.uring.ops, m.uring.zc_notifications, m.uring.zc_copied
+            );
+        }
         if let Some(rx) = &r.receiver {
             let k2u = &rx.cpu_copy_bytes.kernel_to_user;
             let _ = writeln!(
@@ -197,6 +204,25 @@ pub fn footer(stats: &Stats) -> String {
             s,
             "\nprobe health: {} events dropped, {} counter rows and {} threads did not fit",
             stats.events_dropped, stats.counter_map_full, stats.thread_map_full
+        );
+    }
+    if stats.uring_overflow_ops > 0 {
+        let _ = writeln!(
+            s,
+            "io_uring: {} completions ({}) overflowed a full completion queue: the kernel \
+             reports them without their request, so they are counted here, unattributed",
+            stats.uring_overflow_ops,
+            human_bytes(stats.uring_overflow_bytes)
+        );
+    }
+    if stats.uring_unattributed_ops + stats.uring_map_full > 0 {
+        let _ = writeln!(
+            s,
+            "io_uring: {} requests ({}) completed unattributed (submitted before zctrace \
+             attached, or not remembered: {} did not fit the in-flight map)",
+            stats.uring_unattributed_ops,
+            human_bytes(stats.uring_unattributed_bytes),
+            stats.uring_map_full
         );
     }
     s

@@ -164,8 +164,20 @@ pub struct Measured {
     pub dma_bytes: DmaBytes,
     /// Transmitted on loopback (no DMA happens there).
     pub loopback_bytes: u64,
-    /// Bytes returned by the I/O syscalls.
+    /// Bytes returned by the I/O syscalls and io_uring completions.
     pub io_bytes: u64,
+    /// io_uring requests completed, and zero-copy send notifications.
+    pub uring: UringCounts,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UringCounts {
+    /// Requests completed (each result counted like a syscall's).
+    pub ops: u64,
+    /// Zero-copy send notifications (the pinned pages were let go).
+    pub zc_notifications: u64,
+    /// Notifications reporting that the kernel copied the data after all.
+    pub zc_copied: u64,
 }
 
 impl Measured {
@@ -228,6 +240,11 @@ impl Measured {
             },
             loopback_bytes: v[counter::XMIT_LOOPBACK_BYTES],
             io_bytes: v[counter::IO_BYTES],
+            uring: UringCounts {
+                ops: v[counter::URING_OPS],
+                zc_notifications: v[counter::URING_ZC_NOTIFS],
+                zc_copied: v[counter::URING_ZC_COPIED],
+            },
         }
     }
 

@@ -170,6 +170,24 @@ impl KernelBtf {
         Ok(None)
     }
 
+    /// The number of parameters of a tracepoint's BTF prototype
+    /// (`btf_trace_NAME`, whose first parameter is the tracepoint's private
+    /// data pointer), None if the kernel has no such tracepoint.
+    fn tracepoint_params(&self, name: &str) -> Result<Option<usize>, LayoutError> {
+        let Ok(types) = self.btf.resolve_types_by_name(&format!("btf_trace_{name}")) else {
+            return Ok(None);
+        };
+        for ty in types {
+            if let Type::Typedef(t) = ty
+                && let Type::Ptr(p) = self.btf.resolve_chained_type(&t)?
+                && let Type::FuncProto(f) = self.btf.resolve_chained_type(&p)?
+            {
+                return Ok(Some(f.parameters.len().saturating_sub(1)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Everything the eBPF programs read, for the running kernel.
     pub fn kernel_layout(&self) -> Result<KernelLayout, LayoutError> {
         let mut user_iter_mask = 0u32;
@@ -181,6 +199,31 @@ impl KernelBtf {
                 user_iter_mask |= 1 << v;
             }
         }
+        // io_uring's request: optional (a kernel without io_uring has no
+        // io_kiocb; its hooks then do not attach).
+        let kiocb = |member| match self.scalar("io_kiocb", &[member], 8) {
+            Err(LayoutError::NoStruct(_)) => Ok(u32::MAX),
+            r => r,
+        };
+        let kiocb_file = kiocb("file")?;
+        // The command data of a send request is a struct io_sr_msg, whose
+        // notif is the zero-copy notification's own request.
+        let kiocb_notif = match (
+            self.offset("io_kiocb", &["cmd"]),
+            self.scalar("io_sr_msg", &["notif"], 8),
+        ) {
+            (Ok(cmd), Ok(notif)) => cmd + notif,
+            (Err(LayoutError::NoStruct(_) | LayoutError::NoMember(..)), _)
+            | (_, Err(LayoutError::NoStruct(_) | LayoutError::NoMember(..))) => u32::MAX,
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        let kiocb_opcode = match self.scalar("io_kiocb", &["opcode"], 1) {
+            Err(LayoutError::NoStruct(_)) => u32::MAX,
+            r => r?,
+        };
+        // (ctx, req, cqe) since 6.3-ish; (ctx, req, user_data, res, cflags,
+        // extra1, extra2) before.
+        let uring_complete_cqe = u32::from(self.tracepoint_params("io_uring_complete")? == Some(3));
         Ok(KernelLayout {
             // Each width is the one the eBPF programs load.
             task_files: self.scalar("task_struct", &["files"], 8)?,
@@ -204,6 +247,11 @@ impl KernelBtf {
                 .enum_value("iter_type", "ITER_PIPE")?
                 .unwrap_or(u32::MAX),
             o_direct: libc::O_DIRECT as u32,
+            kiocb_opcode,
+            kiocb_file,
+            kiocb_notif,
+            _pad: 0,
+            uring_complete_cqe,
             valid: 1,
         })
     }
@@ -232,6 +280,12 @@ mod tests {
         assert!(l.msghdr_iter > 0 && l.msghdr_flags > l.msghdr_iter);
         assert_ne!(l.user_iter_mask, 0);
         assert_eq!(l.valid, 1);
+        // io_kiocb starts with a union of the file and the command data
+        // (where a send keeps its notification); the opcode comes after.
+        // This kernel's io_uring_complete passes the CQE.
+        assert_eq!(l.kiocb_file, 0);
+        assert!(l.kiocb_notif > 0 && l.kiocb_notif < l.kiocb_opcode, "{l:?}");
+        assert_eq!(l.uring_complete_cqe, 1);
     }
 
     #[test]

@@ -119,6 +119,11 @@ impl Probes {
             counter_map_full: v[stat::COUNTER_MAP_FULL],
             disk_unattributed_bytes: v[stat::DISK_UNATTRIBUTED_BYTES],
             process_map_full: v[stat::PROCESS_MAP_FULL],
+            uring_unattributed_ops: v[stat::URING_UNATTRIBUTED_OPS],
+            uring_unattributed_bytes: v[stat::URING_UNATTRIBUTED_BYTES],
+            uring_map_full: v[stat::URING_MAP_FULL],
+            uring_overflow_ops: v[stat::URING_OVERFLOW_OPS],
+            uring_overflow_bytes: v[stat::URING_OVERFLOW_BYTES],
         })
     }
 

@@ -123,6 +123,17 @@ pub struct Stats {
     pub counter_map_full: u64,
     pub disk_unattributed_bytes: u64,
     pub process_map_full: u64,
+    /// io_uring requests (and their bytes) that completed in traced
+    /// processes without being seen submitted: submitted before zctrace
+    /// attached, or not remembered because the in-flight map was full.
+    pub uring_unattributed_ops: u64,
+    pub uring_unattributed_bytes: u64,
+    /// Submitted requests the in-flight map had no room for.
+    pub uring_map_full: u64,
+    /// Completions that overflowed the program's completion queue (the
+    /// kernel reports them without their request), and their bytes.
+    pub uring_overflow_ops: u64,
+    pub uring_overflow_bytes: u64,
 }
 
 impl Probes {

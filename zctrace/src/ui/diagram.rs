@@ -88,7 +88,22 @@ pub fn hops(m: Method, meas: Option<&Measured>) -> Vec<Hop> {
             h(CacheToSocket, Mech::Refs, refs),
             h(SocketToNic, Mech::Dma, nic),
         ],
-        Method::Vmsplice | Method::ZeroCopySend => vec![
+        Method::UringReadSend => vec![
+            h(DiskToCache, Mech::Dma, disk),
+            h(CacheToUser, Mech::Cpu, |s| {
+                s.cpu_copy_bytes.kernel_to_user.value
+            }),
+            h(UserToSocket, Mech::Cpu, |s| {
+                s.cpu_copy_bytes.user_to_kernel.value
+            }),
+            h(SocketToNic, Mech::Dma, nic),
+        ],
+        Method::UringSplice => vec![
+            h(DiskToCache, Mech::Dma, disk),
+            h(CacheToSocket, Mech::Refs, refs),
+            h(SocketToNic, Mech::Dma, nic),
+        ],
+        Method::Vmsplice | Method::ZeroCopySend | Method::UringSendZc => vec![
             h(UserToSocket, Mech::Refs, refs),
             h(SocketToNic, Mech::Dma, nic),
         ],
@@ -106,7 +121,15 @@ pub fn hops(m: Method, meas: Option<&Measured>) -> Vec<Hop> {
             }),
             h(SocketToNic, Mech::Dma, nic),
         ],
-        Method::SocketRecv | Method::SocketSend | Method::Other | Method::IoUring => Vec::new(),
+        Method::SocketRecv
+        | Method::SocketSend
+        | Method::Other
+        | Method::IoUring
+        | Method::UringRead
+        | Method::UringWrite
+        | Method::UringSend
+        | Method::UringRecv
+        | Method::UringOther => Vec::new(),
     }
 }
 

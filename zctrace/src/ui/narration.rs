@@ -201,7 +201,73 @@ pub fn steps(m: Method) -> &'static [Step] {
                 hop: None,
             },
         ],
-        Method::SocketRecv | Method::SocketSend | Method::Other | Method::IoUring => &[],
+        Method::UringReadSend => &[
+            Step {
+                text: "The program writes requests into the ring's submission queue in its own memory: a read of the file into a buffer, linked to a send of that buffer, for a whole batch of chunks. No syscall yet.",
+                hop: None,
+            },
+            Step {
+                text: "One io_uring_enter() hands the batch to the kernel: two mode switches for many chunks.",
+                hop: None,
+            },
+            Step {
+                text: "Each read copies its chunk from the page cache into the program's buffer, as read() would: a CPU copy (after disk DMA if the file was not cached).",
+                hop: Some(CacheToUser),
+            },
+            Step {
+                text: "Each send copies the buffer into a socket buffer, as write() would: the second CPU copy.",
+                hop: Some(UserToSocket),
+            },
+            Step {
+                text: "The results land in the completion queue, also in the program's memory; the network card fetches the data by DMA.",
+                hop: Some(SocketToNic),
+            },
+            Step {
+                text: "The lesson: a ring removes syscalls and mode switches, not copies. Compare read-write: the same two CPU copies, far fewer switches.",
+                hop: None,
+            },
+        ],
+        Method::UringSplice => &[
+            Step {
+                text: "The program queues splice requests: file to pipe, then pipe to socket, for a batch of chunks, and enters the kernel once.",
+                hop: None,
+            },
+            Step {
+                text: "The file's pages go into the pipe and on into the socket by reference, as splice() does: no CPU copy.",
+                hop: Some(CacheToSocket),
+            },
+            Step {
+                text: "The network card DMAs the pages out. No copies by the CPU and almost no mode switches: the best of splice and of the ring.",
+                hop: Some(SocketToNic),
+            },
+        ],
+        Method::UringSendZc => &[
+            Step {
+                text: "The program queues zero-copy sends of its own memory and enters the kernel once per batch.",
+                hop: None,
+            },
+            Step {
+                text: "The kernel pins the user pages and attaches them to socket buffers by reference: no CPU copy on the way out.",
+                hop: Some(UserToSocket),
+            },
+            Step {
+                text: "Each send completes twice: once when queued, once (a notification) when the kernel no longer needs the pages and the program may reuse them.",
+                hop: None,
+            },
+            Step {
+                text: "On loopback the receiving socket gets those very pages and the kernel copies them on delivery; the notification says so when usage reports are asked for.",
+                hop: Some(SocketToNic),
+            },
+        ],
+        Method::SocketRecv
+        | Method::SocketSend
+        | Method::Other
+        | Method::IoUring
+        | Method::UringRead
+        | Method::UringWrite
+        | Method::UringSend
+        | Method::UringRecv
+        | Method::UringOther => &[],
     }
 }
 
