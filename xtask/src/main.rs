@@ -32,6 +32,8 @@ const APT_PACKAGES: &[&str] = &[
     "curl",
     "qemu-system-x86",
     "busybox-static",
+    // fio's io_uring engine: a real program driving io_uring.
+    "fio",
 ];
 /// Set to 1 to let non-root runs skip the kernel tests (never in CI).
 const SKIP_ROOT_ENV: &str = "ZCTRACE_SKIP_ROOT_TESTS";

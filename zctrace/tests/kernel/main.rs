@@ -15,3 +15,4 @@ mod demo;
 mod probes;
 mod programs;
 mod run;
+mod uring;
