@@ -55,11 +55,17 @@ impl Widget for MethodsView<'_> {
         if wide {
             header.push("page refs");
         }
+        // The rows that fit (borders and header take three lines), scrolled
+        // so that the selected method is always among them.
+        let fit = usize::from(table_h.saturating_sub(3)).max(1);
+        let first = app.selected.saturating_sub(fit - 1);
         let rows = app
             .methods()
             .iter()
             .zip(&results)
             .enumerate()
+            .skip(first)
+            .take(fit)
             .map(|(i, (m, r))| {
                 let state = match &m.state {
                     RunState::Waiting => "wait".to_owned(),
@@ -261,7 +267,11 @@ fn trace_table(app: &App, rows: &[crate::trace::Row], area: Rect, buf: &mut Buff
     let [top, bottom] = Layout::vertical([Constraint::Min(5), Constraint::Length(7)]).areas(area);
     // Mode switches and kernel-to-kernel copies only where there is room.
     let wide = area.width >= 100;
-    let body = rows.iter().enumerate().map(|(i, r)| {
+    let [top, spark] = Layout::vertical([Constraint::Min(0), Constraint::Length(3)]).areas(top);
+    // Scrolled so that the selected row is among those that fit.
+    let fit = usize::from(top.height.saturating_sub(3)).max(1);
+    let first = app.selected.saturating_sub(fit - 1);
+    let body = rows.iter().enumerate().skip(first).take(fit).map(|(i, r)| {
         let m = &r.measured;
         let c = &m.cpu_copy_bytes;
         let comm = r.label();
@@ -307,7 +317,6 @@ fn trace_table(app: &App, rows: &[crate::trace::Row], area: Rect, buf: &mut Buff
     }
     header.extend(["PAGE-REF", "IO"]);
     widths.extend([Constraint::Length(8), Constraint::Length(7)]);
-    let [top, spark] = Layout::vertical([Constraint::Min(0), Constraint::Length(3)]).areas(top);
     Table::new(body, widths)
         .header(Row::new(header).style(Style::new().bold().underlined()))
         .block(Block::bordered().title(format!(" {} (* exited) ", app.target())))
@@ -387,6 +396,27 @@ mod tests {
         want.set_style(Rect::new(1, 2, 78, 1), Style::new().reversed());
         want.set_style(Rect::new(1, 6, 10, 1), Style::new().bold());
         assert_eq!(buf, want);
+    }
+
+    /// Twelve methods in a table that fits seven: selecting the last one
+    /// scrolls it into view, highlighted.
+    #[test]
+    fn the_selected_method_is_always_in_view() {
+        use ratatui::{buffer::Buffer, layout::Rect, style::Modifier, widgets::Widget};
+        let mut opts = crate::app::tests::opts();
+        opts.methods = crate::demo::methods::DEMO_METHODS.to_vec();
+        let mut a = crate::app::App::new(opts, Vec::new(), "k".into(), 1);
+        a.selected = a.methods().len() - 1;
+        let area = Rect::new(0, 0, 80, 14);
+        let mut buf = Buffer::empty(area);
+        super::MethodsView(&a).render(area, &mut buf);
+        let line = |y: u16| -> String { (0..80).map(|x| buf[(x, y)].symbol()).collect() };
+        // Border, header, then seven rows: the last seven methods.
+        assert!(line(2).starts_with("│tee "), "{}", line(2));
+        assert!(line(8).starts_with("│uring-send-zc "), "{}", line(8));
+        assert!(buf[(1, 8)].modifier.contains(Modifier::REVERSED));
+        assert!(!buf[(1, 7)].modifier.contains(Modifier::REVERSED));
+        assert!(line(9).starts_with("└"), "{}", line(9));
     }
 
     #[test]
