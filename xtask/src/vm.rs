@@ -293,7 +293,10 @@ pub fn vm_test(which: &str, require: Option<&str>) -> Result<()> {
             t0.elapsed().as_secs_f64()
         );
         for l in lines.iter().filter(|l| {
-            l.starts_with("hook ") || l.starts_with("check ") || l.starts_with("ZCTRACE-VM: again")
+            l.starts_with("hook ")
+                || l.starts_with("check ")
+                || l.starts_with("note ")
+                || l.starts_with("ZCTRACE-VM: again")
         }) {
             eprintln!("   {l}");
         }

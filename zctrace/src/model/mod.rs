@@ -186,7 +186,11 @@ impl Measured {
         let faults_user = v[counter::FAULTS_USER];
         // Copy-site counts replace the tracepoint tier's for the CPU copy
         // directions when that tier is in (an observed zero is a zero).
-        let cs = |i: usize| hooks.copy_site().then_some(v[i]);
+        // Not for a ring's requests: io-wq worker threads run part of a
+        // ring's work, and the copy sites charge what they see there to the
+        // worker, so the submitter's copy-site counts are incomplete; the
+        // requests' results are complete.
+        let cs = |i: usize| (hooks.copy_site() && v[counter::URING_OPS] == 0).then_some(v[i]);
         Measured {
             syscalls: v[counter::SYSCALLS],
             mode_switches: 2 * v[counter::SYSCALLS] + 2 * faults_user,
