@@ -503,13 +503,44 @@ fn workload_seconds(out: &str) -> Option<f64> {
     Some(ns / 1e9)
 }
 
+/// Size of fio's file in the io_uring workloads.
+const FIO_BYTES: u64 = 256 << 20;
+
+fn fio_argv(pin: &[String], file: &str, bs: &str) -> Vec<String> {
+    pin.iter()
+        .cloned()
+        .chain([
+            "/usr/bin/fio".to_owned(),
+            "--name=bench".to_owned(),
+            format!("--filename={file}"),
+            "--rw=read".to_owned(),
+            format!("--bs={bs}"),
+            format!("--size={}", FIO_BYTES),
+            "--ioengine=io_uring".to_owned(),
+            "--iodepth=8".to_owned(),
+        ])
+        .collect()
+}
+
+/// fio's summary: "READ: bw=..., io=256MiB (268MB), run=123-123msec".
+fn fio_seconds(out: &str) -> Option<f64> {
+    let run = out
+        .lines()
+        .find_map(|l| l.split_once(" run=")?.1.split(',').next())?;
+    let (min, unit) = run.split_once('-')?;
+    let scale = if unit.ends_with("usec") { 1e-6 } else { 1e-3 };
+    min.trim().parse::<f64>().ok().map(|v| v * scale)
+}
+
 /// What bpftrace counts in the comparison: the same events zctrace does,
 /// for the same process (syscalls, bytes, switches, faults, receive copies).
 const BPFTRACE_SCRIPT: &str = "tracepoint:raw_syscalls:sys_enter /pid == cpid/ { @sys[tid] = count(); } \
     tracepoint:raw_syscalls:sys_exit /pid == cpid && args->ret > 0/ { @bytes[tid] = sum(args->ret); } \
     tracepoint:sched:sched_switch /pid == cpid/ { @cs[tid] = count(); } \
     tracepoint:exceptions:page_fault_user /pid == cpid/ { @pf[tid] = count(); } \
-    tracepoint:skb:skb_copy_datagram_iovec /pid == cpid/ { @rx[tid] = sum(args->len); }";
+    tracepoint:skb:skb_copy_datagram_iovec /pid == cpid/ { @rx[tid] = sum(args->len); } \
+    tracepoint:io_uring:io_uring_submit_req /pid == cpid/ { @sq[tid] = count(); } \
+    tracepoint:io_uring:io_uring_complete /pid == cpid && args->res > 0/ { @cq[tid] = sum(args->res); }";
 
 /// One way of running a workload: `prefix` then the workload's argv (as
 /// one string argument when `joined`, for bpftrace -c).
@@ -560,6 +591,17 @@ fn bench(rounds: usize) -> Result<()> {
             .chain(args.iter().map(|a| (*a).to_owned()))
             .collect()
     };
+    // fio's file: 256 MiB, written once, cached from the first run on.
+    let fio_file = std::env::temp_dir().join("zctrace-bench-fio.bin");
+    if std::fs::metadata(&fio_file).map(|m| m.len()).unwrap_or(0) != FIO_BYTES {
+        let block: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        let mut f = std::fs::File::create(&fio_file)
+            .with_context(|| format!("creating {}", fio_file.display()))?;
+        for _ in 0..FIO_BYTES >> 20 {
+            std::io::Write::write_all(&mut f, &block)?;
+        }
+    }
+    let fio_file = fio_file.display().to_string();
     let workloads = [
         Workload {
             name: "dd bs=4k",
@@ -597,6 +639,18 @@ fn bench(rounds: usize) -> Result<()> {
             what: "the demo's read+write method: 256 MiB in 64 KiB chunks (zctrace workload)",
             argv: w(&["workload", "read-write", "--size", "256M", "--chunk", "64K"]),
             parse: workload_seconds,
+        },
+        Workload {
+            name: "fio io_uring 4 KiB",
+            what: "fio --ioengine=io_uring --rw=read --bs=4k --iodepth=8: a cached 256 MiB file read through a ring (65,536 requests)",
+            argv: fio_argv(&pin, &fio_file, "4k"),
+            parse: fio_seconds,
+        },
+        Workload {
+            name: "fio io_uring 64 KiB",
+            what: "fio --ioengine=io_uring --rw=read --bs=64k --iodepth=8: the same file in 4,096 requests",
+            argv: fio_argv(&pin, &fio_file, "64k"),
+            parse: fio_seconds,
         },
     ];
     let modes = [
