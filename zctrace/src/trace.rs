@@ -21,8 +21,8 @@ use zctrace_common::{Counters, Event, Method, event_kind};
 
 use crate::{
     model::{HookSet, Measured, Snapshot, human_bytes},
-    probe::Probes,
-    sample::{Sampler, SamplerOptions},
+    probe::{Probes, Stats},
+    sample::{Sample, Sampler, SamplerOptions},
 };
 
 /// A problem with the process to trace (exit status 5).
@@ -70,6 +70,8 @@ struct JsonLine<'a> {
     #[serde(rename = "final")]
     is_final: bool,
     rows: &'a [Row],
+    /// The probes' losses and unattributed work, as in the demo's JSON.
+    stats: &'a Stats,
 }
 
 /// Process names, looked up once, kept after the process exits.
@@ -230,7 +232,7 @@ fn watch(
         let due = next_report.is_some_and(|t| Instant::now() >= t);
         if finished || due {
             let sample = sampler.sample()?;
-            report(out, opts, started, &sample.processes, finished)?;
+            report(out, opts, started, &sample, finished)?;
             if let (Some(t), Some(i)) = (next_report.as_mut(), opts.interval) {
                 *t += i;
             }
@@ -258,9 +260,10 @@ fn report(
     out: &mut dyn Write,
     opts: &TraceOptions,
     started: Instant,
-    rows: &[Row],
+    sample: &Sample,
     fin: bool,
 ) -> Result<()> {
+    let rows = &sample.processes;
     if opts.json {
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -270,6 +273,7 @@ fn report(
             elapsed_s: started.elapsed().as_secs_f64(),
             is_final: fin,
             rows,
+            stats: &sample.stats,
         };
         writeln!(out, "{}", serde_json::to_string(&line)?)?;
     } else {
@@ -284,6 +288,7 @@ fn report(
             started.elapsed().as_secs_f64()
         )?;
         out.write_all(table(rows).as_bytes())?;
+        out.write_all(crate::demo::report::footer(&sample.stats).as_bytes())?;
     }
     out.flush()?;
     Ok(())
