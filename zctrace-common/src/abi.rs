@@ -130,7 +130,12 @@ pub mod stat {
     /// bytes are counted here.
     pub const URING_OVERFLOW_OPS: usize = 9;
     pub const URING_OVERFLOW_BYTES: usize = 10;
-    pub const COUNT: usize = 11;
+    /// Copies the hooks saw on io_uring's io-wq worker threads, which run
+    /// requests for their process: those requests' results already count
+    /// the bytes (under the request's method), so they are kept here
+    /// rather than counted twice.
+    pub const URING_WORKER_BYTES: usize = 11;
+    pub const COUNT: usize = 12;
 }
 
 /// Indexes into the runtime configuration array.
@@ -180,10 +185,11 @@ pub struct KernelLayout {
     /// `io_kiocb.opcode` and `io_kiocb.file` (u32::MAX without io_uring).
     pub kiocb_opcode: u32,
     pub kiocb_file: u32,
+    /// `task_struct.flags` (to tell io_uring's worker threads, PF_IO_WORKER).
+    pub task_flags: u32,
     /// Where a zero-copy send's notification request is: `io_sr_msg.notif`
     /// inside `io_kiocb.cmd` (u32::MAX where absent).
     pub kiocb_notif: u32,
-    pub _pad: u32,
     /// Non-zero where `io_uring_complete` passes the CQE (ctx, req, cqe),
     /// zero for the older (ctx, req, user_data, res, cflags, ...).
     pub uring_complete_cqe: u32,

@@ -448,6 +448,23 @@ pub mod counter {
     /// (`IORING_NOTIF_USAGE_ZC_COPIED`, when the program asked for reports).
     pub const URING_ZC_COPIED: usize = 26;
     pub const COUNT: usize = 27;
+
+    /// Whether the counter holds payload copied or referenced, as seen by
+    /// a hook (not derived from a result; not a count of events or DMA).
+    pub const fn is_observed_payload(idx: usize) -> bool {
+        matches!(
+            idx,
+            U2K_OBSERVED
+                | K2U_OBSERVED
+                | PAGEREF_OBSERVED
+                | ZC_PINNED_OBSERVED
+                | K2K_OBSERVED
+                | COPY_SITE_U2K
+                | COPY_SITE_K2U
+                | COPY_SITE_K2K
+                | COPY_SITE_REFS
+        )
+    }
 }
 
 /// Which derived counter a successful I/O syscall's return value goes to.

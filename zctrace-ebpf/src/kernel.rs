@@ -29,8 +29,8 @@ pub(crate) static LAYOUT: KernelLayout = KernelLayout {
     o_direct: 0,
     kiocb_opcode: u32::MAX,
     kiocb_file: u32::MAX,
+    task_flags: u32::MAX,
     kiocb_notif: u32::MAX,
-    _pad: 0,
     uring_complete_cqe: 0,
     valid: 0,
 };
@@ -131,6 +131,18 @@ pub fn syscall_args(regs: *const PtRegs) -> Option<[u64; 6]> {
 pub use zctrace_common::syscalls::aarch64::{call as call_of, changes_fds, is_exec};
 #[cfg(not(bpf_target_arch = "aarch64"))]
 pub use zctrace_common::syscalls::x86_64::{call as call_of, changes_fds, is_exec};
+
+/// `PF_IO_WORKER` (include/linux/sched.h): an io_uring worker thread.
+const PF_IO_WORKER: u32 = 0x10;
+
+/// Whether the current task is an io-wq worker (running io_uring requests
+/// for its process).
+#[inline(never)]
+pub fn current_is_io_worker() -> bool {
+    // SAFETY: the helper takes no arguments and returns the current task.
+    let task = unsafe { bpf_get_current_task() };
+    read::<u32>(task, layout!(task_flags)).is_some_and(|f| f & PF_IO_WORKER != 0)
+}
 
 /// The current task's name (zeros if the helper fails).
 #[inline(always)]

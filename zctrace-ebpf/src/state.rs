@@ -640,6 +640,16 @@ pub fn row_now(task: Task) -> Option<*mut Counters> {
 /// [`add_atomic`]; the callers are the rarer, non-syscall events).
 #[inline(always)]
 pub fn bump(task: Task, idx: usize, by: u64) {
+    // A thread that never made a syscall and copies payload is, in
+    // practice, an io-wq worker running a ring's request: the request's
+    // result counts those bytes already (see URING_WORKER_BYTES).
+    if task.st.is_null()
+        && zctrace_common::counter::is_observed_payload(idx)
+        && crate::kernel::current_is_io_worker()
+    {
+        stat_add(stat::URING_WORKER_BYTES, by);
+        return;
+    }
     if let Some(r) = row_now(task) {
         add_atomic(r, idx, by);
     }

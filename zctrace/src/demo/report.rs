@@ -206,6 +206,14 @@ pub fn footer(stats: &Stats) -> String {
             stats.events_dropped, stats.counter_map_full, stats.thread_map_full
         );
     }
+    if stats.uring_worker_bytes > 0 {
+        let _ = writeln!(
+            s,
+            "io_uring: {} of copies seen on io-wq worker threads, kept apart: the requests' \
+             results count them under the requests' methods",
+            human_bytes(stats.uring_worker_bytes)
+        );
+    }
     if stats.uring_overflow_ops > 0 {
         let _ = writeln!(
             s,

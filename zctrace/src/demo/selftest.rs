@@ -210,17 +210,20 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
     let mut ring_work = None;
     for &m in &opts.methods {
         let before = probes.snapshot()?;
+        let workers_before = probes.stats()?.uring_worker_bytes;
         let rec = run_method(&ws, &opts, m, &stop, |_, _| {})?;
         let after = probes.snapshot()?;
         if m == Method::UringReadSend {
             let me = std::process::id();
             let rx = rec.receiver_tids.clone();
-            ring_work = Some(
+            let workers = probes.stats()?.uring_worker_bytes - workers_before;
+            ring_work = Some((
                 after
                     .since(&before)
                     .sum(|k| k.tgid == me && !rx.contains(&k.tid))
                     .v,
-            );
+                workers,
+            ));
         }
         results.push(measure(&rec, &opts, &after, probes.hook_set()));
     }
@@ -248,13 +251,14 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
         // requests' results. Shown, not checked: the kernels differ (see
         // the README's kernel matrix), and zctrace reports the derived
         // numbers for a ring's methods on both tiers.
-        if let Some(v) = ring_work {
+        if let Some((v, workers)) = ring_work {
             use zctrace_common::counter as k;
             let d = |site: usize, derived: usize| v[site] as f64 - v[derived] as f64;
             let _ = writeln!(
                 s,
-                "note uring-read-send copy sites minus derived, whole process: user->kernel \
-                 {:+.0}, kernel->user {:+.0} bytes",
+                "note uring-read-send copy sites minus derived, on the process's rows: \
+                 user->kernel {:+.0}, kernel->user {:+.0} bytes; on io-wq workers (kept \
+                 apart) {workers} bytes",
                 d(k::COPY_SITE_U2K, k::U2K_DERIVED),
                 d(k::COPY_SITE_K2U, k::K2U_DERIVED)
             );

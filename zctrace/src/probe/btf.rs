@@ -229,6 +229,7 @@ impl KernelBtf {
             task_files: self.scalar("task_struct", &["files"], 8)?,
             task_pid: self.scalar("task_struct", &["pid"], 4)?,
             task_tgid: self.scalar("task_struct", &["tgid"], 4)?,
+            task_flags: self.scalar("task_struct", &["flags"], 4)?,
             files_fdt: self.scalar("files_struct", &["fdt"], 8)?,
             fdt_max_fds: self.scalar("fdtable", &["max_fds"], 4)?,
             fdt_fd: self.scalar("fdtable", &["fd"], 8)?,
@@ -250,7 +251,6 @@ impl KernelBtf {
             kiocb_opcode,
             kiocb_file,
             kiocb_notif,
-            _pad: 0,
             uring_complete_cqe,
             valid: 1,
         })

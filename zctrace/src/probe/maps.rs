@@ -124,6 +124,7 @@ impl Probes {
             uring_map_full: v[stat::URING_MAP_FULL],
             uring_overflow_ops: v[stat::URING_OVERFLOW_OPS],
             uring_overflow_bytes: v[stat::URING_OVERFLOW_BYTES],
+            uring_worker_bytes: v[stat::URING_WORKER_BYTES],
         })
     }
 

@@ -134,6 +134,9 @@ pub struct Stats {
     /// kernel reports them without their request), and their bytes.
     pub uring_overflow_ops: u64,
     pub uring_overflow_bytes: u64,
+    /// Copies the hooks saw on io-wq worker threads: already counted by
+    /// the requests' results, so kept apart rather than counted twice.
+    pub uring_worker_bytes: u64,
 }
 
 impl Probes {
