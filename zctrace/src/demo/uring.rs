@@ -204,113 +204,134 @@ fn splice(from: &impl AsFd, to: &impl AsFd, off_in: Option<u64>, len: usize) -> 
     .build()
 }
 
-/// `uring-read-send`: per chunk a read of the file into its own buffer,
-/// linked to a send of that buffer; a batch of chunks per enter.
-pub fn read_send(t: &Transfer, sock: &TcpStream) -> io::Result<Result<(), String>> {
-    let mut ring = match Ring::new() {
-        Ok(r) => r,
-        Err(why) => return Ok(Err(why)),
-    };
-    let file = File::open(t.src)?;
-    let mut bufs = vec![vec![0u8; t.chunk]; BATCH];
+/// Moves the file in batches of [`BATCH`] chunks, two linked requests per
+/// chunk: `pair` gives them for the chunk at `off` of `len` bytes in slot
+/// `i` of the batch; after the batch `settle` takes the two results and
+/// finishes the chunk if the second moved less than the first (returning
+/// the bytes the first moved). A chunk that came up short breaks the chain:
+/// the next batch starts right after it.
+fn in_pairs<S>(
+    t: &Transfer,
+    ring: &mut Ring,
+    state: &mut S,
+    pair: fn(&mut S, u64, usize, usize) -> [squeue::Entry; 2],
+    settle: fn(&mut S, &mut Ring, usize, usize, usize) -> io::Result<()>,
+) -> io::Result<()> {
     let mut off = 0u64;
     while off < t.len() {
         t.tick()?;
         let mut sqes = Vec::with_capacity(2 * BATCH);
         let mut lens = Vec::with_capacity(BATCH);
         let mut o = off;
-        for buf in &mut bufs {
+        for i in 0..BATCH {
             let len = remaining(t, o);
             if len == 0 {
                 break;
             }
-            sqes.push(
-                opcode::Read::new(Fd(file.as_raw_fd()), buf.as_mut_ptr(), len32(len))
-                    .offset(o)
-                    .build(),
-            );
-            sqes.push(
-                opcode::Send::new(Fd(sock.as_raw_fd()), buf.as_ptr(), len32(len))
-                    .flags(libc::MSG_WAITALL)
-                    .build(),
-            );
+            sqes.extend(pair(state, o, len, i));
             lens.push(len);
             o += len as u64;
         }
-        // SAFETY: `bufs` is neither moved nor touched until every request
+        // SAFETY: the buffers `pair` pointed the requests at belong to
+        // `state`, which is neither moved nor touched until every request
         // completed (chain waits for all of them).
         let res = unsafe { ring.chain(&sqes) }?;
         for (i, &len) in lens.iter().enumerate() {
-            let (r, s) = (res[2 * i], res[2 * i + 1]);
-            if r == ECANCELED {
+            let (first, second) = (res[2 * i], res[2 * i + 1]);
+            if first == ECANCELED {
                 break;
             }
-            let read = check(r)?;
-            if read == 0 {
+            let moved = check(first)?;
+            if moved == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            let sent = if s == ECANCELED { 0 } else { check(s)? };
-            if sent < read {
-                ring.send_all(sock, &bufs[i][sent..read])?;
+            let passed = if second == ECANCELED {
+                0
+            } else {
+                check(second)?
+            };
+            if passed < moved {
+                settle(state, ring, i, passed, moved)?;
             }
-            off += read as u64;
-            if read < len || sent < read {
-                // The chain broke here: the next batch starts at `off`.
+            off += moved as u64;
+            if moved < len || passed < moved {
                 broken_after(&res, 2 * i + 2)?;
                 break;
             }
         }
     }
+    Ok(())
+}
+
+/// `uring-read-send`: per chunk a read of the file into its own buffer,
+/// linked to a send of that buffer; a batch of chunks per enter.
+pub fn read_send(t: &Transfer, sock: &TcpStream) -> io::Result<Result<(), String>> {
+    struct State<'a> {
+        file: File,
+        sock: &'a TcpStream,
+        bufs: Vec<Vec<u8>>,
+    }
+    let mut ring = match Ring::new() {
+        Ok(r) => r,
+        Err(why) => return Ok(Err(why)),
+    };
+    let mut st = State {
+        file: File::open(t.src)?,
+        sock,
+        bufs: vec![vec![0u8; t.chunk]; BATCH],
+    };
+    in_pairs(
+        t,
+        &mut ring,
+        &mut st,
+        |st, off, len, i| {
+            let buf = st.bufs[i].as_mut_ptr();
+            [
+                opcode::Read::new(Fd(st.file.as_raw_fd()), buf, len32(len))
+                    .offset(off)
+                    .build(),
+                opcode::Send::new(Fd(st.sock.as_raw_fd()), buf, len32(len))
+                    .flags(libc::MSG_WAITALL)
+                    .build(),
+            ]
+        },
+        |st, ring, i, sent, read| ring.send_all(st.sock, &st.bufs[i][sent..read]),
+    )?;
     Ok(Ok(()))
 }
 
 /// `uring-splice`: per chunk a splice of the file into a pipe, linked to a
 /// splice of the pipe into the socket; a batch of chunks per enter.
 pub fn splice_file(t: &Transfer, sock: &TcpStream) -> io::Result<Result<(), String>> {
+    struct State<'a> {
+        file: File,
+        sock: &'a TcpStream,
+        pipe_r: OwnedFd,
+        pipe_w: OwnedFd,
+    }
     let mut ring = match Ring::new() {
         Ok(r) => r,
         Err(why) => return Ok(Err(why)),
     };
-    let file = File::open(t.src)?;
-    let (pr, pw) = pipe(t.chunk)?;
-    let mut off = 0u64;
-    while off < t.len() {
-        t.tick()?;
-        let mut sqes = Vec::with_capacity(2 * BATCH);
-        let mut lens = Vec::with_capacity(BATCH);
-        let mut o = off;
-        for _ in 0..BATCH {
-            let len = remaining(t, o);
-            if len == 0 {
-                break;
-            }
-            sqes.push(splice(&file, &pw, Some(o), len));
-            sqes.push(splice(&pr, sock, None, len));
-            lens.push(len);
-            o += len as u64;
-        }
-        // SAFETY: splices move page references; no user buffer.
-        let res = unsafe { ring.chain(&sqes) }?;
-        for (i, &len) in lens.iter().enumerate() {
-            let (r, s) = (res[2 * i], res[2 * i + 1]);
-            if r == ECANCELED {
-                break;
-            }
-            let filled = check(r)?;
-            if filled == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let drained = if s == ECANCELED { 0 } else { check(s)? };
-            if drained < filled {
-                ring.drain_pipe(&pr, sock, filled - drained)?;
-            }
-            off += filled as u64;
-            if filled < len || drained < filled {
-                broken_after(&res, 2 * i + 2)?;
-                break;
-            }
-        }
-    }
+    let (pipe_r, pipe_w) = pipe(t.chunk)?;
+    let mut st = State {
+        file: File::open(t.src)?,
+        sock,
+        pipe_r,
+        pipe_w,
+    };
+    in_pairs(
+        t,
+        &mut ring,
+        &mut st,
+        |st, off, len, _| {
+            [
+                splice(&st.file, &st.pipe_w, Some(off), len),
+                splice(&st.pipe_r, st.sock, None, len),
+            ]
+        },
+        |st, ring, _, drained, filled| ring.drain_pipe(&st.pipe_r, st.sock, filled - drained),
+    )?;
     Ok(Ok(()))
 }
 

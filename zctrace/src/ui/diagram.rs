@@ -66,7 +66,7 @@ pub fn hops(m: Method, meas: Option<&Measured>) -> Vec<Hop> {
     let nic = |s: &Measured| s.dma_bytes.nic;
     let refs = |s: &Measured| s.page_ref_bytes.value;
     match m {
-        Method::ReadWrite => vec![
+        Method::ReadWrite | Method::UringReadSend => vec![
             h(DiskToCache, Mech::Dma, disk),
             h(CacheToUser, Mech::Cpu, |s| {
                 s.cpu_copy_bytes.kernel_to_user.value
@@ -83,22 +83,7 @@ pub fn hops(m: Method, meas: Option<&Measured>) -> Vec<Hop> {
             }),
             h(SocketToNic, Mech::Dma, nic),
         ],
-        Method::Sendfile | Method::Splice | Method::Tee => vec![
-            h(DiskToCache, Mech::Dma, disk),
-            h(CacheToSocket, Mech::Refs, refs),
-            h(SocketToNic, Mech::Dma, nic),
-        ],
-        Method::UringReadSend => vec![
-            h(DiskToCache, Mech::Dma, disk),
-            h(CacheToUser, Mech::Cpu, |s| {
-                s.cpu_copy_bytes.kernel_to_user.value
-            }),
-            h(UserToSocket, Mech::Cpu, |s| {
-                s.cpu_copy_bytes.user_to_kernel.value
-            }),
-            h(SocketToNic, Mech::Dma, nic),
-        ],
-        Method::UringSplice => vec![
+        Method::Sendfile | Method::Splice | Method::Tee | Method::UringSplice => vec![
             h(DiskToCache, Mech::Dma, disk),
             h(CacheToSocket, Mech::Refs, refs),
             h(SocketToNic, Mech::Dma, nic),
