@@ -103,6 +103,14 @@ fn status_line(app: &App) -> Paragraph<'static> {
             Style::new().fg(Color::Red).bold(),
         ));
     }
+    let st = &app.stats;
+    let uring = st.uring_unattributed_ops + st.uring_overflow_ops + st.uring_map_full;
+    if uring > 0 {
+        spans.push(Span::styled(
+            format!(" | {uring} io_uring completions unattributed (see the report's stats)"),
+            Style::new().fg(Color::Yellow).bold(),
+        ));
+    }
     if let Some(e) = app.error() {
         spans.push(Span::styled(
             format!(" error: {e}"),
@@ -228,6 +236,21 @@ pub mod tests {
         for k in ["Tab", "space", "Ctrl-C", "reset the counters"] {
             assert!(text.contains(k), "{k} missing:\n{text}");
         }
+    }
+
+    #[test]
+    fn status_line_declares_unattributed_io_uring_work() {
+        let mut a = app_with_read_write();
+        let plain = render(&a, 200, 24);
+        assert!(!plain.contains("io_uring"), "{plain}");
+        a.stats.uring_overflow_ops = 3;
+        a.stats.uring_unattributed_ops = 2;
+        let text = render(&a, 200, 24);
+        let last = text.lines().nth(23).expect("status line");
+        assert!(
+            last.contains("5 io_uring completions unattributed"),
+            "{last}"
+        );
     }
 
     #[test]
