@@ -127,9 +127,19 @@ pub fn try_complete(ctx: &RawTracePointContext) -> Result<(), ()> {
     }
     let bytes = res as u64;
     add_atomic(row, counter::IO_BYTES, bytes);
-    let (kind, flags) = read::<u64>(req, layout!(kiocb_file))
-        .and_then(file_info)
-        .unwrap_or((FdKind::Unknown, 0));
+    // The file's kind and flags matter only where they change the counter
+    // (O_DIRECT reads and writes, a splice into a regular file): four
+    // kernel reads saved on every send and receive.
+    let (kind, flags) = if matches!(
+        method,
+        Method::UringRead | Method::UringWrite | Method::UringSplice
+    ) {
+        read::<u64>(req, layout!(kiocb_file))
+            .and_then(file_info)
+            .unwrap_or((FdKind::Unknown, 0))
+    } else {
+        (FdKind::Unknown, 0)
+    };
     let direct = flags & layout!(o_direct) != 0;
     if let Some(c) = uring_counter(opcode, kind, direct) {
         add_atomic(row, c, bytes);
