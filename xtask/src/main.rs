@@ -34,6 +34,12 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     // fio's io_uring engine: a real program driving io_uring.
     "fio",
+    // Real programs whose flows the tests name: rsync's receiver writing
+    // files, socat copying a file to TCP.
+    "rsync",
+    "socat",
+    // Builds the many-threads workload (tests/kernel/threads.c).
+    "gcc",
 ];
 /// Set to 1 to let non-root runs skip the kernel tests (never in CI).
 const SKIP_ROOT_ENV: &str = "ZCTRACE_SKIP_ROOT_TESTS";

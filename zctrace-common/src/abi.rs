@@ -9,12 +9,23 @@ use crate::method::counter;
 pub const MAX_PROCESSES: u32 = 4_096;
 /// io_uring requests in flight that zctrace remembers at once.
 pub const MAX_URING_REQS: u32 = 16_384;
-/// Upper bound on (process, thread, method, call) counter rows.
+/// Upper bound on counter rows: one per (process, method, call, flow),
+/// and per thread too where asked (`Settings::per_thread`).
 pub const MAX_COUNTER_ROWS: u32 = 32_768;
+/// Rows a map of `capacity` keeps for fallback rows (see
+/// [`CounterKey::fallback`]): exact rows stop this many short of full.
+pub const fn fallback_reserve(capacity: u32) -> u32 {
+    let r = capacity / 8;
+    if r < 2 { 2 } else { r }
+}
+/// The row every count goes to when not even a fallback row can be made
+/// (index 0, created by userspace before the programs run).
+pub const OVERFLOW_ROW: u32 = 0;
 /// Size of the event ring buffer in bytes (a power of two, page aligned).
 pub const EVENT_RING_BYTES: u32 = 1 << 20;
 
-/// Key of a counter row: one (process, thread, method, call) combination.
+/// Key of a counter row: one (process, thread, method, call, flow)
+/// combination. `tid` is 0 unless rows are kept per thread.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CounterKey {
@@ -22,6 +33,34 @@ pub struct CounterKey {
     pub tid: u32,
     pub method: u32,
     pub call: u32,
+    /// [`crate::FdKind`]s the payload came from and went to.
+    pub src: u16,
+    pub dst: u16,
+}
+
+impl CounterKey {
+    /// The row a process's counts fall back to when the map has no room
+    /// for their own row.
+    pub const fn fallback(tgid: u32) -> CounterKey {
+        CounterKey {
+            tgid,
+            tid: 0,
+            method: crate::Method::Fallback as u32,
+            call: 0,
+            src: 0,
+            dst: 0,
+        }
+    }
+
+    /// The key of [`OVERFLOW_ROW`] (pid 0 is never traced).
+    pub const OVERFLOW: CounterKey = CounterKey::fallback(0);
+
+    pub const fn flow(&self) -> crate::Flow {
+        crate::Flow::new(
+            crate::FdKind::from_u32(self.src as u32),
+            crate::FdKind::from_u32(self.dst as u32),
+        )
+    }
 }
 
 /// One counter row (per CPU in the kernel; userspace sums the CPUs).
@@ -113,8 +152,9 @@ pub mod stat {
     pub const THREAD_MAP_FULL: usize = 2;
     /// A counter row could not be created (map full).
     pub const COUNTER_MAP_FULL: usize = 3;
-    /// Disk bytes issued by threads zctrace does not trace (e.g. writeback).
-    pub const DISK_UNATTRIBUTED_BYTES: usize = 4;
+    /// Counts that went to a fallback row (the process's, or the shared
+    /// overflow row) because the row map was full.
+    pub const ROW_FALLBACKS: usize = 4;
     /// A forked child could not be added to the traced set (map full).
     pub const PROCESS_MAP_FULL: usize = 5;
     /// io_uring requests of traced processes that completed without being
@@ -136,6 +176,56 @@ pub mod stat {
     /// rather than counted twice.
     pub const URING_WORKER_BYTES: usize = 11;
     pub const COUNT: usize = 12;
+}
+
+/// The ledger (a per-CPU array, [`ledger::SLOTS`] words): for every
+/// counter a hook observes (`counter::is_ledgered`), the bytes the hooks
+/// charged to rows, counted apart from the rows themselves, and the bytes
+/// they saw in scope (traced processes, and kernel threads, which could be
+/// doing anyone's work) but could not charge to any process, by reason.
+/// Userspace checks charged = in rows + in released rows, and reports any
+/// difference: a count that reached the ledger but no row was lost.
+pub mod ledger {
+    use crate::method::counter;
+
+    /// A kernel thread (writeback, ksoftirqd, ...): nobody's in particular.
+    pub const KERNEL_THREAD: usize = 0;
+    /// A traced thread outside any syscall where only a syscall's work is
+    /// the thread's own (a transmit run from a softirq the thread was
+    /// interrupted by).
+    pub const NO_SYSCALL: usize = 1;
+    /// An io_uring worker thread: the request's result counts the bytes.
+    pub const IO_WORKER: usize = 2;
+    /// No row at all (not even the overflow row: should never happen).
+    pub const NO_ROW: usize = 3;
+    /// io_uring completions whose submission was not seen (before attach,
+    /// or the in-flight map was full).
+    pub const URING_UNMATCHED: usize = 4;
+    /// io_uring completions that went to the overflow list.
+    pub const URING_OVERFLOW: usize = 5;
+    pub const REASONS: usize = 6;
+    pub const REASON_NAMES: [&str; REASONS] = [
+        "kernel_thread",
+        "no_syscall",
+        "io_worker",
+        "no_row",
+        "uring_unmatched",
+        "uring_overflow",
+    ];
+    /// Words per counter: charged, then one per reason.
+    pub const STRIDE: usize = 1 + REASONS;
+    pub const SLOTS: usize = counter::COUNT * STRIDE;
+    /// The ledger's io_uring completion bytes sit in the IO_BYTES slot
+    /// (rows count them in IO_BYTES of their io_uring_enter rows).
+    pub const URING_BYTES: usize = counter::IO_BYTES;
+
+    pub const fn charged(counter: usize) -> usize {
+        counter * STRIDE
+    }
+
+    pub const fn unattributed(counter: usize, reason: usize) -> usize {
+        counter * STRIDE + 1 + reason
+    }
 }
 
 /// Indexes into the runtime configuration array.
@@ -193,6 +283,12 @@ pub struct KernelLayout {
     /// Non-zero where `io_uring_complete` passes the CQE (ctx, req, cqe),
     /// zero for the older (ctx, req, user_data, res, cflags, ...).
     pub uring_complete_cqe: u32,
+    /// `file.private_data` (a socket's `struct socket *`), `socket.sk`,
+    /// `sock_common.skc_family` and `sock.sk_protocol`: a socket's kind.
+    pub file_private: u32,
+    pub socket_sk: u32,
+    pub sk_family: u32,
+    pub sk_protocol: u32,
     /// Non-zero once filled in (the programs do nothing with a zero layout).
     pub valid: u32,
 }
@@ -205,16 +301,21 @@ pub struct Settings {
     pub trace_all: u32,
     /// Add children forked by traced processes to the traced set.
     pub follow_forks: u32,
+    /// Keep counter rows per thread (the demo's sender and receivers are
+    /// threads); otherwise per process, which bounds the rows by processes
+    /// x methods, not threads.
+    pub per_thread: u32,
+    pub _pad: u32,
 }
 
 const _: () = {
     use core::mem::{align_of, size_of};
-    assert!(size_of::<CounterKey>() == 16 && align_of::<CounterKey>() == 4);
+    assert!(size_of::<CounterKey>() == 20 && align_of::<CounterKey>() == 4);
     assert!(size_of::<Counters>() == 8 * counter::COUNT);
     // Three 64-bit fields, six u32s, a 16-byte name.
     assert!(size_of::<Event>() == 64 && align_of::<Event>() == 8);
-    assert!(size_of::<KernelLayout>() == 4 * 24);
-    assert!(size_of::<Settings>() == 8);
+    assert!(size_of::<KernelLayout>() == 4 * 28);
+    assert!(size_of::<Settings>() == 16);
 };
 
 #[cfg(feature = "user")]

@@ -57,10 +57,15 @@ pub enum Method {
     /// The demo's ring method: file reads and socket sends through one
     /// ring (the kernel counts them as uring-read and uring-send).
     UringReadSend = 20,
+    /// Counts that found the row map full: kept in the process's fallback
+    /// row (or, when even that found no room, in one shared overflow row,
+    /// pid 0) rather than lost. Totals stay exact; the method and flow of
+    /// these counts are what is lost, and reports say how much.
+    Fallback = 21,
 }
 
 impl Method {
-    pub const COUNT: usize = 21;
+    pub const COUNT: usize = 22;
     pub const ALL: [Method; Method::COUNT] = [
         Method::Other,
         Method::ReadWrite,
@@ -83,12 +88,17 @@ impl Method {
         Method::UringSplice,
         Method::UringOther,
         Method::UringReadSend,
+        Method::Fallback,
     ];
 
-    /// Validates a value read from a map (never transmute kernel bytes).
+    /// Validates a value read from a map. No table lookup: an index into
+    /// `ALL` spilled to the stack loses its bounds on older verifiers
+    /// (6.1, 6.12), which then refuse the program.
     pub const fn from_u32(v: u32) -> Option<Method> {
         if (v as usize) < Method::COUNT {
-            Some(Method::ALL[v as usize])
+            // SAFETY: Method is repr(u32) and its discriminants are exactly
+            // 0..COUNT (asserted below), and `v` is in that range.
+            Some(unsafe { core::mem::transmute::<u32, Method>(v) })
         } else {
             None
         }
@@ -118,6 +128,7 @@ impl Method {
             Method::UringSplice => "uring-splice",
             Method::UringOther => "uring-other",
             Method::UringReadSend => "uring-read-send",
+            Method::Fallback => "map-full",
         }
     }
 }
@@ -175,9 +186,13 @@ impl Call {
         Call::Other,
     ];
 
+    /// Validates a value read from a map (no table lookup: see
+    /// [`Method::from_u32`]).
     pub const fn from_u32(v: u32) -> Option<Call> {
         if (v as usize) < Call::COUNT {
-            Some(Call::ALL[v as usize])
+            // SAFETY: Call is repr(u32) with discriminants exactly 0..COUNT
+            // (asserted below), and `v` is in that range.
+            Some(unsafe { core::mem::transmute::<u32, Call>(v) })
         } else {
             None
         }
@@ -223,19 +238,44 @@ impl Call {
     }
 }
 
-/// What a file descriptor refers to, from the inode's `S_IFMT` bits.
+// The discriminants are 0..COUNT in order, which `from_u32` relies on.
+const _: () = {
+    let mut i = 0;
+    while i < Method::COUNT {
+        assert!(Method::ALL[i] as usize == i);
+        i += 1;
+    }
+    let mut i = 0;
+    while i < Call::COUNT {
+        assert!(Call::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
+/// What a file descriptor refers to, from the inode's `S_IFMT` bits and,
+/// for sockets, the socket's family and protocol; [`FdKind::Memory`] is the
+/// other end of a transfer that starts or ends in the program's own memory.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FdKind {
     Unknown = 0,
     File = 1,
     Pipe = 2,
+    /// A socket of another family or protocol than the three below.
     Socket = 3,
     CharDev = 4,
     Other = 5,
+    /// The program's memory: what a read fills and a write with no read
+    /// before it sends (anonymous memory, not a file's mapping).
+    Memory = 6,
+    Tcp = 7,
+    Udp = 8,
+    Unix = 9,
 }
 
 impl FdKind {
+    pub const COUNT: usize = 10;
+
     pub const fn from_mode(mode: u32) -> FdKind {
         match mode & 0o170_000 {
             0o100_000 => FdKind::File,
@@ -247,6 +287,21 @@ impl FdKind {
         }
     }
 
+    /// A socket's kind from `sk_family` and `sk_protocol`.
+    pub const fn of_socket(family: u16, protocol: u16) -> FdKind {
+        const AF_UNIX: u16 = 1;
+        const AF_INET: u16 = 2;
+        const AF_INET6: u16 = 10;
+        const IPPROTO_TCP: u16 = 6;
+        const IPPROTO_UDP: u16 = 17;
+        match (family, protocol) {
+            (AF_UNIX, _) => FdKind::Unix,
+            (AF_INET | AF_INET6, IPPROTO_TCP) => FdKind::Tcp,
+            (AF_INET | AF_INET6, IPPROTO_UDP) => FdKind::Udp,
+            _ => FdKind::Socket,
+        }
+    }
+
     pub const fn from_u32(v: u32) -> FdKind {
         match v {
             1 => FdKind::File,
@@ -254,8 +309,19 @@ impl FdKind {
             3 => FdKind::Socket,
             4 => FdKind::CharDev,
             5 => FdKind::Other,
+            6 => FdKind::Memory,
+            7 => FdKind::Tcp,
+            8 => FdKind::Udp,
+            9 => FdKind::Unix,
             _ => FdKind::Unknown,
         }
+    }
+
+    pub const fn is_socket(self) -> bool {
+        matches!(
+            self,
+            FdKind::Socket | FdKind::Tcp | FdKind::Udp | FdKind::Unix
+        )
     }
 
     pub const fn name(self) -> &'static str {
@@ -266,7 +332,30 @@ impl FdKind {
             FdKind::Socket => "socket",
             FdKind::CharDev => "chardev",
             FdKind::Other => "other",
+            FdKind::Memory => "memory",
+            FdKind::Tcp => "tcp",
+            FdKind::Udp => "udp",
+            FdKind::Unix => "unix",
         }
+    }
+}
+
+/// Where a row's payload came from and went to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Flow {
+    pub src: FdKind,
+    pub dst: FdKind,
+}
+
+impl Flow {
+    /// No payload (a syscall that moves none, or one not understood).
+    pub const NONE: Flow = Flow {
+        src: FdKind::Unknown,
+        dst: FdKind::Unknown,
+    };
+
+    pub const fn new(src: FdKind, dst: FdKind) -> Flow {
+        Flow { src, dst }
     }
 }
 
@@ -315,70 +404,138 @@ impl CallInfo {
     }
 }
 
-/// Decides the method of one syscall and the thread's new "current method".
+/// What [`classify`] decided for one syscall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Classified {
+    /// The call's method.
+    pub method: Method,
+    /// The call's flow: where its payload comes from and goes to.
+    pub flow: Flow,
+    /// The thread's method and data source after the call (if it moves
+    /// payload: a call that moves none leaves the thread as it was).
+    pub next: Method,
+    pub next_src: FdKind,
+}
+
+/// Decides the method and flow of one syscall, and what the thread is
+/// doing after it.
 ///
 /// `current` is what the thread was doing before (the method of its last
-/// transfer-starting call). A `write()` only belongs to read+write if the
-/// thread read a file first; from an mmap'd file it is mmap+write; otherwise
-/// it is a plain socket send. A write whose buffer lies in a shared file
-/// mapping is mmap+write. Anything unclear lands in [`Method::Other`]
-/// instead of being misfiled.
-pub const fn classify(info: &CallInfo, current: Method) -> (Method, Method) {
+/// transfer-starting call) and `src` where the data in its buffers came
+/// from (the kind of its last read; [`FdKind::Memory`] before any). A read
+/// into user memory starts a read+write whose destination the next write
+/// names: a file read then a socket write is read-write file -> tcp, a
+/// socket receive then a file write is read-write tcp -> file (a
+/// download). A socket receive is `socket-recv` (socket -> memory) itself;
+/// a write with no read before it is `socket-send` to a socket and
+/// read-write memory -> X otherwise. A write whose buffer lies in a shared
+/// file mapping is mmap+write. Only syscalls that move no payload (or that
+/// zctrace cannot read) are [`Method::Other`].
+#[inline(always)]
+pub fn classify(info: &CallInfo, current: Method, src: FdKind) -> Classified {
+    let keep = |method: Method, flow: Flow| Classified {
+        method,
+        flow,
+        next: current,
+        next_src: src,
+    };
+    let start = |method: Method, flow: Flow| Classified {
+        method,
+        flow,
+        next: method,
+        next_src: flow.src,
+    };
+    let (i, o) = (info.in_kind, info.out_kind);
     match info.call {
-        Call::Read | Call::Pread | Call::Readv => match info.in_kind {
-            FdKind::File if info.direct => (Method::DirectIo, Method::DirectIo),
-            FdKind::File => (Method::ReadWrite, Method::ReadWrite),
-            FdKind::Socket => (Method::SocketRecv, current),
-            // Data from a pipe or a device: what is written next is that
-            // data, not the file read before (dd from /dev/zero).
-            FdKind::Pipe | FdKind::CharDev | FdKind::Other => (Method::Other, Method::Other),
-            FdKind::Unknown => (Method::Other, current),
-        },
-        Call::Write | Call::Pwrite | Call::Writev => classify_write(info, current),
+        Call::Read | Call::Pread | Call::Readv | Call::Recvfrom | Call::Recvmsg => {
+            let read = Flow::new(i, FdKind::Memory);
+            if info.errqueue {
+                // Zero-copy completion reports: part of msg-zerocopy.
+                return keep(Method::ZeroCopySend, read);
+            }
+            match i {
+                FdKind::File if info.direct => start(Method::DirectIo, read),
+                FdKind::Unknown => keep(Method::Other, Flow::NONE),
+                // Received data written on is a read+write from the socket.
+                _ if i.is_socket() => Classified {
+                    method: Method::SocketRecv,
+                    flow: read,
+                    next: Method::ReadWrite,
+                    next_src: i,
+                },
+                _ => start(Method::ReadWrite, read),
+            }
+        }
+        Call::Write | Call::Pwrite | Call::Writev => classify_write(info, current, src),
         Call::Sendto | Call::Sendmsg => {
             if info.zerocopy {
-                (Method::ZeroCopySend, Method::ZeroCopySend)
+                start(Method::ZeroCopySend, Flow::new(FdKind::Memory, o))
             } else {
-                classify_write(info, current)
+                classify_write(info, current, src)
             }
         }
-        Call::Recvfrom | Call::Recvmsg => {
-            if info.errqueue {
-                (Method::ZeroCopySend, current)
-            } else {
-                (Method::SocketRecv, current)
+        Call::Sendfile => start(Method::Sendfile, Flow::new(i, o)),
+        Call::Splice => {
+            let flow = Flow::new(i, o);
+            match current {
+                Method::Tee => start(Method::Tee, flow),
+                Method::Vmsplice if matches!(i, FdKind::Pipe) => start(Method::Vmsplice, flow),
+                _ => start(Method::Splice, flow),
             }
         }
-        Call::Sendfile => (Method::Sendfile, Method::Sendfile),
-        Call::Splice => match current {
-            Method::Tee => (Method::Tee, Method::Tee),
-            Method::Vmsplice if matches!(info.in_kind, FdKind::Pipe) => {
-                (Method::Vmsplice, Method::Vmsplice)
-            }
-            _ => (Method::Splice, Method::Splice),
-        },
-        Call::Vmsplice => (Method::Vmsplice, Method::Vmsplice),
-        Call::Tee => (Method::Tee, Method::Tee),
-        Call::CopyFileRange => (Method::CopyFileRange, Method::CopyFileRange),
+        Call::Vmsplice => start(Method::Vmsplice, Flow::new(FdKind::Memory, o)),
+        Call::Tee => start(Method::Tee, Flow::new(i, o)),
+        Call::CopyFileRange => start(Method::CopyFileRange, Flow::new(i, o)),
         // Mapping a file moves no data by itself (like opening it): the
         // writes from the mapping are what make mmap+write.
-        Call::Mmap | Call::Munmap => (Method::Other, current),
-        Call::IoUringEnter => (Method::IoUring, Method::IoUring),
-        Call::None | Call::Other => (Method::Other, current),
+        Call::Mmap | Call::Munmap => keep(Method::Other, Flow::NONE),
+        // The requests carry the flows (see the io_uring hooks).
+        Call::IoUringEnter => Classified {
+            method: Method::IoUring,
+            flow: Flow::NONE,
+            next: Method::IoUring,
+            next_src: src,
+        },
+        Call::None | Call::Other => keep(Method::Other, Flow::NONE),
     }
 }
 
-const fn classify_write(info: &CallInfo, current: Method) -> (Method, Method) {
+#[inline(always)]
+fn classify_write(info: &CallInfo, current: Method, src: FdKind) -> Classified {
+    let o = info.out_kind;
     if info.from_mapping {
-        return (Method::MmapWrite, Method::MmapWrite);
+        let flow = Flow::new(FdKind::File, o);
+        return Classified {
+            method: Method::MmapWrite,
+            flow,
+            next: Method::MmapWrite,
+            next_src: FdKind::File,
+        };
     }
+    let keep = |method: Method, flow: Flow| Classified {
+        method,
+        flow,
+        next: current,
+        next_src: src,
+    };
     match current {
-        Method::ReadWrite | Method::MmapWrite | Method::DirectIo => (current, current),
-        _ => match info.out_kind {
-            FdKind::File if info.direct => (Method::DirectIo, Method::DirectIo),
-            FdKind::Socket => (Method::SocketSend, current),
-            _ => (Method::Other, current),
-        },
+        Method::ReadWrite | Method::MmapWrite | Method::DirectIo => {
+            keep(current, Flow::new(src, o))
+        }
+        _ => {
+            let flow = Flow::new(FdKind::Memory, o);
+            match o {
+                FdKind::File if info.direct => Classified {
+                    method: Method::DirectIo,
+                    flow,
+                    next: Method::DirectIo,
+                    next_src: FdKind::Memory,
+                },
+                FdKind::Unknown => keep(Method::Other, Flow::NONE),
+                _ if o.is_socket() => keep(Method::SocketSend, flow),
+                _ => keep(Method::ReadWrite, flow),
+            }
+        }
     }
 }
 
@@ -449,6 +606,17 @@ pub mod counter {
     pub const URING_ZC_COPIED: usize = 26;
     pub const COUNT: usize = 27;
 
+    /// Whether a hook sees this counter's bytes where the kernel moves
+    /// them (copies, page references, block requests, transmits), so its
+    /// bytes are kept in the ledger: seen = charged to rows + unattributed.
+    pub const fn is_ledgered(idx: usize) -> bool {
+        is_observed_payload(idx)
+            || matches!(
+                idx,
+                DISK_READ_BYTES | DISK_WRITE_BYTES | XMIT_LOOPBACK_BYTES | XMIT_DEVICE_BYTES
+            )
+    }
+
     /// Whether the counter holds payload copied or referenced, as seen by
     /// a hook (not derived from a result; not a count of events or DMA).
     pub const fn is_observed_payload(idx: usize) -> bool {
@@ -476,15 +644,17 @@ pub const fn derived_counter(info: &CallInfo) -> Option<usize> {
             }
             match info.in_kind {
                 FdKind::File if info.direct => Some(counter::DIRECT_IO_BYTES),
-                FdKind::File | FdKind::Pipe | FdKind::Socket => Some(counter::K2U_DERIVED),
+                FdKind::File | FdKind::Pipe => Some(counter::K2U_DERIVED),
+                k if k.is_socket() => Some(counter::K2U_DERIVED),
                 _ => None,
             }
         }
         Call::Write | Call::Pwrite | Call::Writev | Call::Sendto | Call::Sendmsg => {
             match info.out_kind {
                 FdKind::File if info.direct => Some(counter::DIRECT_IO_BYTES),
-                FdKind::Socket if info.zerocopy => Some(counter::PAGEREF_DERIVED),
-                FdKind::File | FdKind::Pipe | FdKind::Socket => Some(counter::U2K_DERIVED),
+                k if k.is_socket() && info.zerocopy => Some(counter::PAGEREF_DERIVED),
+                FdKind::File | FdKind::Pipe => Some(counter::U2K_DERIVED),
+                k if k.is_socket() => Some(counter::U2K_DERIVED),
                 _ => None,
             }
         }
@@ -610,5 +780,20 @@ pub const fn uring_counter(opcode: u8, file: FdKind, direct: bool) -> Option<usi
         }
         Method::UringSplice => Some(counter::PAGEREF_DERIVED),
         _ => None,
+    }
+}
+
+/// The flow of an io_uring request whose file (`req->file`) is of kind
+/// `file`: a read fills memory from it, a write or send empties memory
+/// into it. For a splice or tee the request's file is the destination and
+/// the source is not read (`?`).
+pub const fn uring_flow(opcode: u8, file: FdKind) -> Flow {
+    match uring_method(opcode) {
+        Method::UringRead | Method::UringRecv => Flow::new(file, FdKind::Memory),
+        Method::UringWrite | Method::UringSend | Method::UringSendZc => {
+            Flow::new(FdKind::Memory, file)
+        }
+        Method::UringSplice => Flow::new(FdKind::Unknown, file),
+        _ => Flow::NONE,
     }
 }

@@ -10,16 +10,27 @@ fn info(call: Call, in_kind: FdKind, out_kind: FdKind) -> CallInfo {
     }
 }
 
-/// Runs a syscall sequence through `classify`, returning each call's method.
-fn run(seq: &[CallInfo]) -> std::vec::Vec<Method> {
-    let mut current = Method::Other;
+/// Runs a syscall sequence through `classify` (every call moving payload),
+/// returning each call's method and flow.
+fn run_flows(seq: &[CallInfo]) -> std::vec::Vec<(Method, Flow)> {
+    let (mut current, mut src) = (Method::Other, FdKind::Memory);
     seq.iter()
         .map(|i| {
-            let (m, next) = classify(i, current);
-            current = next;
-            m
+            let c = classify(i, current, src);
+            current = c.next;
+            src = c.next_src;
+            (c.method, c.flow)
         })
         .collect()
+}
+
+/// `run_flows`, methods only.
+fn run(seq: &[CallInfo]) -> std::vec::Vec<Method> {
+    run_flows(seq).into_iter().map(|(m, _)| m).collect()
+}
+
+fn flow(src: FdKind, dst: FdKind) -> Flow {
+    Flow::new(src, dst)
 }
 
 #[test]
@@ -31,14 +42,97 @@ fn read_then_write_is_read_write() {
         info(Call::Sendto, FdKind::Unknown, FdKind::Socket),
     ];
     assert_eq!(run(&seq), [Method::ReadWrite; 4]);
+    let flows: std::vec::Vec<Flow> = run_flows(&seq).into_iter().map(|(_, f)| f).collect();
+    use FdKind::*;
+    assert_eq!(
+        flows,
+        [
+            flow(File, Memory),
+            flow(File, Socket),
+            flow(File, Memory),
+            flow(File, Socket)
+        ]
+    );
 }
 
 #[test]
-fn write_without_file_read_is_plain_send() {
-    let seq = [info(Call::Write, FdKind::Unknown, FdKind::Socket)];
-    assert_eq!(run(&seq), [Method::SocketSend]);
-    let seq = [info(Call::Write, FdKind::Unknown, FdKind::Pipe)];
-    assert_eq!(run(&seq), [Method::Other]);
+fn write_without_a_read_before_it_comes_from_memory() {
+    use FdKind::*;
+    let seq = [info(Call::Write, Unknown, Tcp)];
+    assert_eq!(run_flows(&seq), [(Method::SocketSend, flow(Memory, Tcp))]);
+    // A program writing what it made itself to a file or a pipe moves
+    // payload too: never `other`.
+    let seq = [
+        info(Call::Write, Unknown, Pipe),
+        info(Call::Write, Unknown, File),
+    ];
+    assert_eq!(
+        run_flows(&seq),
+        [
+            (Method::ReadWrite, flow(Memory, Pipe)),
+            (Method::ReadWrite, flow(Memory, File))
+        ]
+    );
+}
+
+#[test]
+fn flows_follow_the_last_read() {
+    use FdKind::*;
+    // curl -o file: a config file read, then the download.
+    let curl = [
+        info(Call::Read, File, Unknown),
+        info(Call::Recvfrom, Tcp, Unknown),
+        info(Call::Write, Unknown, File),
+        info(Call::Read, Tcp, Unknown),
+        info(Call::Write, Unknown, File),
+    ];
+    assert_eq!(
+        run_flows(&curl),
+        [
+            (Method::ReadWrite, flow(File, Memory)),
+            (Method::SocketRecv, flow(Tcp, Memory)),
+            (Method::ReadWrite, flow(Tcp, File)),
+            (Method::SocketRecv, flow(Tcp, Memory)),
+            (Method::ReadWrite, flow(Tcp, File)),
+        ]
+    );
+    // tar c | cat > /dev/null: a producer and a sink.
+    let tar = [
+        info(Call::Read, File, Unknown),
+        info(Call::Write, Unknown, Pipe),
+    ];
+    assert_eq!(run_flows(&tar)[1], (Method::ReadWrite, flow(File, Pipe)));
+    let cat = [
+        info(Call::Read, Pipe, Unknown),
+        info(Call::Write, Unknown, CharDev),
+    ];
+    assert_eq!(
+        run_flows(&cat),
+        [
+            (Method::ReadWrite, flow(Pipe, Memory)),
+            (Method::ReadWrite, flow(Pipe, CharDev))
+        ]
+    );
+    // An rsync receiver: from its sender over a Unix socket, into a file.
+    let rsync = [
+        info(Call::Read, Unix, Unknown),
+        info(Call::Write, Unknown, File),
+    ];
+    assert_eq!(run_flows(&rsync)[1], (Method::ReadWrite, flow(Unix, File)));
+}
+
+#[test]
+fn socket_kinds() {
+    assert_eq!(FdKind::of_socket(1, 0), FdKind::Unix);
+    assert_eq!(FdKind::of_socket(2, 6), FdKind::Tcp);
+    assert_eq!(FdKind::of_socket(10, 6), FdKind::Tcp);
+    assert_eq!(FdKind::of_socket(10, 17), FdKind::Udp);
+    assert_eq!(FdKind::of_socket(16, 0), FdKind::Socket); // netlink
+    for k in [FdKind::Tcp, FdKind::Udp, FdKind::Unix, FdKind::Socket] {
+        assert!(k.is_socket());
+        assert_eq!(FdKind::from_u32(k as u32), k);
+    }
+    assert!(!FdKind::Pipe.is_socket() && !FdKind::Memory.is_socket());
 }
 
 #[test]
@@ -79,15 +173,19 @@ fn mapping_ranges() {
 }
 
 #[test]
-fn socket_reads_do_not_change_the_current_method() {
+fn a_socket_receive_becomes_the_source_of_the_next_write() {
     let seq = [
         info(Call::Read, FdKind::File, FdKind::Unknown),
         info(Call::Recvfrom, FdKind::Socket, FdKind::Unknown),
         info(Call::Write, FdKind::Unknown, FdKind::Socket),
     ];
     assert_eq!(
-        run(&seq),
-        [Method::ReadWrite, Method::SocketRecv, Method::ReadWrite]
+        run_flows(&seq),
+        [
+            (Method::ReadWrite, flow(FdKind::File, FdKind::Memory)),
+            (Method::SocketRecv, flow(FdKind::Socket, FdKind::Memory)),
+            (Method::ReadWrite, flow(FdKind::Socket, FdKind::Socket))
+        ]
     );
 }
 
@@ -222,7 +320,7 @@ fn thread_state_flags_round_trip() {
 #[test]
 fn shared_types_have_no_padding() {
     use core::mem::size_of;
-    assert_eq!(size_of::<CounterKey>(), 16);
+    assert_eq!(size_of::<CounterKey>(), 20);
     assert_eq!(size_of::<Counters>(), 8 * counter::COUNT);
     assert_eq!(size_of::<ThreadState>(), 256);
     assert_eq!(size_of::<EnterMemo>(), 32);
@@ -250,21 +348,23 @@ fn events_parse_from_bytes_and_reject_short_input() {
 }
 
 #[test]
-fn a_read_from_a_device_ends_read_write() {
-    // dd after the loader read a file: /dev/zero -> /dev/null is not read+write.
+fn a_read_from_a_device_starts_its_own_flow() {
+    use FdKind::*;
+    // dd after the loader read a file: /dev/zero -> /dev/null is data from
+    // the device, not from the file read before.
     let seq = [
-        info(Call::Read, FdKind::File, FdKind::Unknown),
-        info(Call::Read, FdKind::CharDev, FdKind::Unknown),
-        info(Call::Write, FdKind::Unknown, FdKind::CharDev),
-        info(Call::Write, FdKind::Unknown, FdKind::Socket),
+        info(Call::Read, File, Unknown),
+        info(Call::Read, CharDev, Unknown),
+        info(Call::Write, Unknown, CharDev),
+        info(Call::Write, Unknown, Socket),
     ];
     assert_eq!(
-        run(&seq),
+        run_flows(&seq),
         [
-            Method::ReadWrite,
-            Method::Other,
-            Method::Other,
-            Method::SocketSend
+            (Method::ReadWrite, flow(File, Memory)),
+            (Method::ReadWrite, flow(CharDev, Memory)),
+            (Method::ReadWrite, flow(CharDev, CharDev)),
+            (Method::ReadWrite, flow(CharDev, Socket)),
         ]
     );
 }
@@ -272,23 +372,25 @@ fn a_read_from_a_device_ends_read_write() {
 #[test]
 fn row_cache_finds_recent_rows_and_replaces_the_oldest() {
     let mut st = ThreadState::NEW;
-    assert_eq!(st.cached_row(1, 1), None);
+    let f = 1 | 3 << 8; // file -> socket
+    assert_eq!(st.cached_row(1, 1, f), None);
     for (i, call) in (1..=ROW_CACHE as u32).enumerate() {
-        st.remember_row(3, call, 100 + i as u32);
+        st.remember_row(3, call, f, 100 + i as u32);
     }
     for (i, call) in (1..=ROW_CACHE as u32).enumerate() {
-        assert_eq!(st.cached_row(3, call), Some(100 + i as u32));
+        assert_eq!(st.cached_row(3, call, f), Some(100 + i as u32));
     }
-    // Same call, other method: another row.
-    assert_eq!(st.cached_row(4, 1), None);
+    // Same call, other method or other flow: another row.
+    assert_eq!(st.cached_row(4, 1, f), None);
+    assert_eq!(st.cached_row(3, 1, 7 | 1 << 8), None);
     // One more replaces the oldest (call 1) and nothing else.
-    st.remember_row(4, 1, 200);
-    assert_eq!(st.cached_row(3, 1), None);
-    assert_eq!(st.cached_row(4, 1), Some(200));
-    assert_eq!(st.cached_row(3, 2), Some(101));
+    st.remember_row(4, 1, f, 200);
+    assert_eq!(st.cached_row(3, 1, f), None);
+    assert_eq!(st.cached_row(4, 1, f), Some(200));
+    assert_eq!(st.cached_row(3, 2, f), Some(101));
     st.forget_rows();
-    assert_eq!(st.cached_row(4, 1), None);
-    assert_eq!(st.cached_row(3, 2), None);
+    assert_eq!(st.cached_row(4, 1, f), None);
+    assert_eq!(st.cached_row(3, 2, f), None);
 }
 
 #[test]
@@ -317,12 +419,14 @@ fn the_enter_memo_replays_only_what_it_was_keyed_on() {
     let rw = Method::ReadWrite as u32;
     let mut st = ThreadState::NEW;
     st.current = rw;
+    st.src = FdKind::File as u8;
     let read = EnterMemo {
         nr: 1, // read (0) + 1
         fd: 3,
         epoch: 7,
         methods: EnterMemo::methods(rw, Call::Read as u32, rw, rw),
         row: 5,
+        kinds: (FdKind::File as u32) << 16 | (FdKind::File as u32) << 24,
         ..EnterMemo::EMPTY
     };
     assert_eq!(read.current(), rw);
@@ -339,6 +443,10 @@ fn the_enter_memo_replays_only_what_it_was_keyed_on() {
     st.current = Method::Other as u32;
     assert_eq!(st.memo_find(0, 3, 7), None);
     st.current = rw;
+    // Or the data in hand from another source (a write's row names it).
+    st.src = FdKind::Tcp as u8;
+    assert_eq!(st.memo_find(0, 3, 7), None);
+    st.src = FdKind::File as u8;
     // A write joins the read (a read/write loop keeps both)...
     let write = EnterMemo {
         nr: 2,

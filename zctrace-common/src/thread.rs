@@ -57,8 +57,16 @@ pub struct ThreadState {
     /// Non-zero: the thread's process is traced. Table slots remember
     /// untraced threads too, so their syscalls are turned away by the
     /// same two compares (until the traced set changes: a generation bump).
-    pub traced: u32,
-    pub _pad0: u32,
+    pub traced: u8,
+    /// Where the data in the thread's buffers came from (the [`FdKind`]
+    /// of its last read; Memory before any).
+    pub src: u8,
+    /// `current` and `src` before the call in flight: a call that moves
+    /// no payload (a read at end of file, EAGAIN) puts them back at exit.
+    pub prev_current: u8,
+    pub prev_src: u8,
+    /// The flow of the call in flight (src | dst << 8).
+    pub flow: u32,
     // Second line: sys_enter's caches.
     /// The kinds and flags of the thread's two most recent fds, valid while
     /// the process's fd epoch (bumped by close, dup2, dup3, close_range,
@@ -116,7 +124,7 @@ pub struct EnterMemo {
     pub flags: u32,
     pub derived: u32,
     pub row: u32,
-    /// in_kind | out_kind << 8.
+    /// in_kind | out_kind << 8 | src before << 16 | src after << 24.
     pub kinds: u32,
 }
 
@@ -199,18 +207,21 @@ impl ThreadState {
         _reserved: [0; 3],
         memo: [EnterMemo::EMPTY; MEMO_SIZE],
         traced: 0,
-        _pad0: 0,
+        src: FdKind::Memory as u8,
+        prev_current: Method::Other as u8,
+        prev_src: FdKind::Memory as u8,
+        flow: 0,
     };
 
-    const fn row_cache_key(method: u32, call: u32) -> u32 {
-        (method & 0xff) << 8 | (call & 0xff)
+    const fn row_cache_key(method: u32, call: u32, flow: u32) -> u32 {
+        (method & 0xff) << 16 | (call & 0xff) << 8 | (flow & 0xf) << 4 | (flow >> 8) & 0xf
     }
 
-    /// The cached counter row of (method, call), if the thread used it
-    /// recently.
+    /// The cached counter row of (method, call, flow), if the thread used
+    /// it recently. `flow` is src | dst << 8.
     #[inline(always)]
-    pub fn cached_row(&self, method: u32, call: u32) -> Option<u32> {
-        let k = Self::row_cache_key(method, call);
+    pub fn cached_row(&self, method: u32, call: u32, flow: u32) -> Option<u32> {
+        let k = Self::row_cache_key(method, call, flow);
         let mut i = 0;
         while i < ROW_CACHE {
             if self.row_key[i] == k {
@@ -223,9 +234,9 @@ impl ThreadState {
 
     /// Remembers a counter row, replacing the oldest entry.
     #[inline(always)]
-    pub fn remember_row(&mut self, method: u32, call: u32, idx: u32) {
+    pub fn remember_row(&mut self, method: u32, call: u32, flow: u32, idx: u32) {
         let i = self.row_next as usize % ROW_CACHE;
-        self.row_key[i] = Self::row_cache_key(method, call);
+        self.row_key[i] = Self::row_cache_key(method, call, flow);
         self.row_idx[i] = idx;
         self.row_next = ((i + 1) % ROW_CACHE) as u32;
     }
@@ -240,7 +251,7 @@ impl ThreadState {
     }
 
     /// The memo entry for syscall `nr` on `fd` at fd epoch `epoch` from
-    /// the thread's current method, if there is one.
+    /// the thread's current method and data source, if there is one.
     #[inline(always)]
     pub fn memo_find(&self, nr: u32, fd: u32, epoch: u32) -> Option<&EnterMemo> {
         let mut i = 0;
@@ -250,6 +261,7 @@ impl ThreadState {
                 && m.fd == fd
                 && m.epoch == epoch
                 && m.current() == self.current
+                && (m.kinds >> 16) & 0xff == self.src as u32
             {
                 return Some(m);
             }

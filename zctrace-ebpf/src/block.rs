@@ -1,13 +1,13 @@
 //! Block requests: device DMA, attributed at issue time to the thread that
-//! issued them (writeback threads are not traced: their bytes are counted
-//! as unattributed).
+//! issued them (writeback runs in kernel threads: their bytes are in the
+//! ledger as unattributed).
 
 use aya_ebpf::programs::RawTracePointContext;
-use zctrace_common::{counter, stat};
+use zctrace_common::counter;
 
 use crate::{
     kernel::{layout, read},
-    state::{bump, current_traced, stat_add},
+    state::{charge, current_traced},
 };
 
 /// `REQ_OP_MASK`, `REQ_OP_READ`, `REQ_OP_WRITE` (include/linux/blk_types.h).
@@ -25,9 +25,6 @@ pub fn try_rq_issue(ctx: &RawTracePointContext) -> Result<(), ()> {
         REQ_OP_WRITE => counter::DISK_WRITE_BYTES,
         _ => return Ok(()),
     };
-    match current_traced() {
-        Some(task) => bump(task, idx, len as u64),
-        None => stat_add(stat::DISK_UNATTRIBUTED_BYTES, len as u64),
-    }
+    charge(current_traced(), idx, len as u64, false);
     Ok(())
 }

@@ -22,7 +22,7 @@ use zctrace_common::{SendClass, counter};
 
 use crate::{
     kernel::{layout, read},
-    state::{bump, current_traced},
+    state::{charge, current_traced},
 };
 
 /// What a hooked function is and which of its arguments matter.
@@ -131,8 +131,7 @@ fn done(site: Site, args: [u64; 2], ret: i64) -> Result<(), ()> {
     if bytes <= 0 {
         return Ok(());
     }
-    let task = current_traced().ok_or(())?;
-    bump(task, idx, bytes as u64);
+    charge(current_traced(), idx, bytes as u64, false);
     Ok(())
 }
 

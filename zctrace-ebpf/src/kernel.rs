@@ -32,6 +32,10 @@ pub(crate) static LAYOUT: KernelLayout = KernelLayout {
     task_flags: u32::MAX,
     kiocb_notif: u32::MAX,
     uring_complete_cqe: 0,
+    file_private: 0,
+    socket_sk: 0,
+    sk_family: 0,
+    sk_protocol: 0,
     valid: 0,
 };
 
@@ -91,13 +95,28 @@ fn fd_info_inner(fd: u64) -> Option<(FdKind, u32)> {
     file_info(file)
 }
 
-/// What an open file (`struct file *`) is, and its `f_flags`.
+/// What an open file (`struct file *`) is, and its `f_flags`; for a
+/// socket, its family and protocol say which kind.
 #[inline(always)]
 pub fn file_info(file: u64) -> Option<(FdKind, u32)> {
     let inode: u64 = read(file, layout!(file_inode))?;
     let mode: u16 = read(inode, layout!(inode_mode))?;
     let flags: u32 = read(file, layout!(file_flags))?;
-    Some((FdKind::from_mode(mode as u32), flags))
+    let kind = FdKind::from_mode(mode as u32);
+    if matches!(kind, FdKind::Socket) {
+        return Some((socket_kind(file).unwrap_or(FdKind::Socket), flags));
+    }
+    Some((kind, flags))
+}
+
+/// A socket file's kind: `file->private_data` is its `struct socket`.
+#[inline(never)]
+fn socket_kind(file: u64) -> Option<FdKind> {
+    let sock: u64 = read(file, layout!(file_private))?;
+    let sk: u64 = read(sock, layout!(socket_sk))?;
+    let family: u16 = read(sk, layout!(sk_family))?;
+    let protocol: u16 = read(sk, layout!(sk_protocol))?;
+    Some(FdKind::of_socket(family, protocol))
 }
 
 pub use aya_ebpf::bindings::pt_regs as PtRegs;
@@ -142,6 +161,16 @@ pub fn current_is_io_worker() -> bool {
     // SAFETY: the helper takes no arguments and returns the current task.
     let task = unsafe { bpf_get_current_task() };
     read::<u32>(task, layout!(task_flags)).is_some_and(|f| f & PF_IO_WORKER != 0)
+}
+
+/// Whether the current task is a kernel thread (`PF_KTHREAD`): writeback,
+/// ksoftirqd, workqueue workers; what they move is nobody's in particular.
+#[inline(never)]
+pub fn current_is_kthread() -> bool {
+    const PF_KTHREAD: u32 = 0x0020_0000;
+    // SAFETY: the helper takes no arguments and returns the current task.
+    let task = unsafe { bpf_get_current_task() };
+    read::<u32>(task, layout!(task_flags)).is_some_and(|f| f & PF_KTHREAD != 0)
 }
 
 /// The current task's name (zeros if the helper fails).

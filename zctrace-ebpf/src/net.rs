@@ -6,7 +6,7 @@ use zctrace_common::{Call, SendClass, counter};
 
 use crate::{
     kernel::layout,
-    state::{bump, current_traced},
+    state::{charge, current_traced},
 };
 
 /// `IFF_LOOPBACK` (uapi).
@@ -15,12 +15,11 @@ const IFF_LOOPBACK: u32 = 0x8;
 /// `skb_copy_datagram_iovec(skb, len)`: socket payload copied to the
 /// receiver's iterator (user memory for recv/read).
 pub fn try_skb_copy(ctx: &RawTracePointContext) -> Result<(), ()> {
-    let task = current_traced().ok_or(())?;
     let len = ctx.arg::<u64>(1) as i32;
     if len <= 0 {
         return Ok(());
     }
-    bump(task, counter::K2U_OBSERVED, len as u64);
+    charge(current_traced(), counter::K2U_OBSERVED, len as u64, false);
     Ok(())
 }
 
@@ -65,7 +64,6 @@ pub fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if ctx.arg::<u64>(1) as i32 != 0 {
         return Ok(());
     }
-    let task = current_traced().ok_or(())?;
     let dev = ctx.arg::<*const u8>(2);
     let len = ctx.arg::<u64>(3) as u32;
     if dev.is_null() {
@@ -80,6 +78,8 @@ pub fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     } else {
         counter::XMIT_DEVICE_BYTES
     };
-    bump(task, idx, len as u64);
+    // A transmit belongs to a thread only from inside its syscall (a send
+    // that transmits at once); run from a softirq it is nobody's.
+    charge(current_traced(), idx, len as u64, true);
     Ok(())
 }

@@ -23,7 +23,8 @@ use aya_ebpf::{
 };
 use zctrace_common::{
     Call, CounterKey, Counters, EPOCH_SLOTS, EVENT_RING_BYTES, Event, MAX_COUNTER_ROWS,
-    MAX_PROCESSES, NO_ROW, Settings, THREAD_SLOTS, ThreadState, config, stat, thread_slot,
+    MAX_PROCESSES, OVERFLOW_ROW, Settings, THREAD_SLOTS, ThreadState, config, fallback_reserve,
+    ledger, stat, thread_slot,
 };
 
 use crate::kernel::PtRegs;
@@ -92,14 +93,14 @@ pub static THREADS: TaskStorage<ThreadState> = TaskStorage::new();
 #[map]
 pub static EPOCHS: Array<u32> = Array::with_max_entries(EPOCH_SLOTS, 0);
 
-/// Exact counters, per CPU: one row per (tgid, tid, method, call), found
+/// Exact counters, per CPU: one row per (tgid, tid, method, call, flow), found
 /// through ROW_INDEX. An array, so the hot path indexes it (threads cache
 /// their rows' indices) instead of hashing a key on every syscall. Userspace
 /// sizes it (and the two maps below) before load.
 #[map]
 pub static ROWS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_COUNTER_ROWS, 0);
 
-/// Which row belongs to which (tgid, tid, method, call); userspace reads
+/// Which row belongs to which (tgid, tid, method, call, flow); userspace reads
 /// it to label the rows and removes entries to recycle them.
 #[map]
 pub static ROW_INDEX: HashMap<CounterKey, u32> = HashMap::with_max_entries(MAX_COUNTER_ROWS, 0);
@@ -109,7 +110,8 @@ pub static ROW_INDEX: HashMap<CounterKey, u32> = HashMap::with_max_entries(MAX_C
 #[map]
 pub static FREE_ROWS: Queue<u32> = Queue::with_max_entries(MAX_COUNTER_ROWS, 0);
 
-/// Rows never used yet are handed out in order: [0] is the next one.
+/// Rows never used yet are handed out in order: [0] is the next one
+/// (userspace starts it at 1: row 0 is the overflow row).
 #[map]
 pub static ROW_ALLOC: Array<u64> = Array::with_max_entries(1, 0);
 
@@ -120,6 +122,10 @@ static ROW_CAPACITY: u32 = MAX_COUNTER_ROWS;
 /// Health counters (drops, full maps), per CPU.
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT as u32, 0);
+
+/// The ledger of observed bytes (see `zctrace_common::ledger`), per CPU.
+#[map]
+pub static LEDGER: PerCpuArray<u64> = PerCpuArray::with_max_entries(ledger::SLOTS as u32, 0);
 
 /// Runtime switches written by userspace.
 #[map]
@@ -135,6 +141,8 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
 static SETTINGS: Settings = Settings {
     trace_all: 0,
     follow_forks: 0,
+    per_thread: 0,
+    _pad: 0,
 };
 
 #[inline(always)]
@@ -323,7 +331,7 @@ fn resolve(regs: u64, idx: u32, slot: *mut ThreadState, claim: bool) -> Option<T
     if s.owner == regs {
         // The thread's own slot, from before the last generation bump.
         renew(s, generation);
-        s.traced = u32::from(traced);
+        s.traced = u8::from(traced);
         return traced.then(|| task_of(slot));
     }
     let may_claim = claim && regs != NO_REGS && config(config::THREAD_TABLE) != 0 && s.owner == 0;
@@ -498,9 +506,24 @@ pub fn epoch(task: &Task) -> u32 {
     })
 }
 
-/// The index of the counter row for `key`, found or allocated.
+/// The index of the counter row for `key`: found, or allocated, or, when
+/// the map is full, the process's fallback row, or the overflow row. Never
+/// none: a count always lands somewhere, and a fallback is counted.
 #[inline(never)]
-pub fn row_index(key: &CounterKey) -> Option<u32> {
+pub fn row_for(key: &CounterKey) -> u32 {
+    // SAFETY: ROW_CAPACITY is a plain static the loader sets.
+    let capacity = unsafe { core::ptr::read_volatile(&ROW_CAPACITY) };
+    // Exact rows leave a reserve for the processes' fallback rows.
+    if let Some(i) = row_index(key, capacity - fallback_reserve(capacity)) {
+        return i;
+    }
+    stat_add(stat::ROW_FALLBACKS, 1);
+    row_index(&CounterKey::fallback(key.tgid), capacity).unwrap_or(OVERFLOW_ROW)
+}
+
+/// Finds or allocates the row for `key`, allocating only below `limit`.
+#[inline(always)]
+fn row_index(key: &CounterKey, limit: u32) -> Option<u32> {
     // SAFETY: a copy of the value is taken at once.
     if let Some(i) = unsafe { ROW_INDEX.get(key) } {
         return Some(*i);
@@ -509,10 +532,14 @@ pub fn row_index(key: &CounterKey) -> Option<u32> {
         Ok(Some(i)) => i,
         _ => {
             let next = ROW_ALLOC.get_ptr_mut(0)?;
+            // SAFETY: a live map value.
+            if unsafe { core::ptr::read_volatile(next) } >= u64::from(limit) {
+                return None;
+            }
             let i = fetch_add(next, 1);
-            // SAFETY: ROW_CAPACITY is a plain static the loader sets.
-            if i >= u64::from(unsafe { core::ptr::read_volatile(&ROW_CAPACITY) }) {
-                stat_add(stat::COUNTER_MAP_FULL, 1);
+            if i >= u64::from(limit) {
+                // Another CPU took the last one. (Not given back: a
+                // fallback allocation may have taken the next index since.)
                 return None;
             }
             i as u32
@@ -525,13 +552,7 @@ pub fn row_index(key: &CounterKey) -> Option<u32> {
     // the index back.
     let _ = FREE_ROWS.push(idx, 0);
     // SAFETY: as above.
-    match unsafe { ROW_INDEX.get(key) } {
-        Some(i) => Some(*i),
-        None => {
-            stat_add(stat::COUNTER_MAP_FULL, 1);
-            None
-        }
-    }
+    unsafe { ROW_INDEX.get(key) }.copied()
 }
 
 /// Atomically adds `v` to `*p` and returns the old value. BPF has had this
@@ -552,26 +573,31 @@ fn fetch_add(p: *mut u64, v: u64) -> u64 {
     r
 }
 
-/// The thread's counter row index for (method, call): from its cache, else
-/// from the index (and then cached).
+/// The thread id rows are keyed by: the thread's own only where rows are
+/// kept per thread.
 #[inline(always)]
-pub fn row_of(st: &mut ThreadState, method: u32, call: u32) -> u32 {
-    if let Some(i) = st.cached_row(method, call) {
+pub fn row_tid(tid: u32) -> u32 {
+    if settings().per_thread != 0 { tid } else { 0 }
+}
+
+/// The thread's counter row index for (method, call, flow): from its
+/// cache, else from the index (and then cached). `flow` is src | dst << 8.
+#[inline(always)]
+pub fn row_of(st: &mut ThreadState, method: u32, call: u32, flow: u32) -> u32 {
+    if let Some(i) = st.cached_row(method, call, flow) {
         return i;
     }
     let key = CounterKey {
         tgid: st.tgid,
-        tid: st.tid,
+        tid: row_tid(st.tid),
         method,
         call,
+        src: (flow & 0xff) as u16,
+        dst: (flow >> 8) as u16,
     };
-    match row_index(&key) {
-        Some(i) => {
-            st.remember_row(method, call, i);
-            i
-        }
-        None => NO_ROW,
-    }
+    let i = row_for(&key);
+    st.remember_row(method, call, flow, i);
+    i
 }
 
 /// This CPU's copy of row `idx` (None for NO_ROW).
@@ -580,10 +606,12 @@ pub fn row_ptr(idx: u32) -> Option<*mut Counters> {
     ROWS.get_ptr_mut(idx)
 }
 
-/// Adds to one counter of a row, non-atomically. Each counter word of a
-/// per-CPU row is written by one thread (rows are per thread) from one kind
-/// of context, so a plain add cannot lose an update; counters that
-/// interrupt-context programs also write use [`add_atomic`].
+/// Adds to one counter of a row, non-atomically. Each CPU has its own copy
+/// of a row, tracepoint programs run with preemption off and do not nest,
+/// and the counters added this way (syscalls, their bytes) are written
+/// only from task context, so a plain add cannot lose an update even when
+/// threads of one process share a row; counters that interrupt-context
+/// programs also write use [`add_atomic`].
 #[inline(always)]
 pub fn add(row: *mut Counters, idx: usize, by: u64) {
     if idx >= zctrace_common::counter::COUNT {
@@ -620,38 +648,86 @@ pub fn row_now(task: Task) -> Option<*mut Counters> {
     if task.st.is_null() {
         let key = CounterKey {
             tgid: task.tgid,
-            tid: task.tid,
+            tid: row_tid(task.tid),
             method: zctrace_common::Method::Other as u32,
             call: Call::None as u32,
+            src: 0,
+            dst: 0,
         };
-        return row_ptr(row_index(&key)?);
+        return row_ptr(row_for(&key));
     }
     // SAFETY: this thread's live state; only its own programs write it.
     let st = unsafe { &mut *task.st };
     let idx = if st.call != Call::None as u32 {
         st.row
     } else {
-        row_of(st, st.current, Call::None as u32)
+        row_of(st, st.current, Call::None as u32, 0)
     };
     row_ptr(idx)
 }
 
 /// Adds `by` to counter `idx` of the row `task` is in now (atomically: see
-/// [`add_atomic`]; the callers are the rarer, non-syscall events).
+/// [`add_atomic`]; the callers are the rarer, non-syscall events). For
+/// payload a hook observes, `charge` keeps the ledger instead.
 #[inline(always)]
 pub fn bump(task: Task, idx: usize, by: u64) {
-    // A thread that never made a syscall and copies payload is, in
-    // practice, an io-wq worker running a ring's request: the request's
-    // result counts those bytes already (see URING_WORKER_BYTES).
-    if task.st.is_null()
-        && zctrace_common::counter::is_observed_payload(idx)
-        && crate::kernel::current_is_io_worker()
-    {
-        stat_add(stat::URING_WORKER_BYTES, by);
-        return;
-    }
     if let Some(r) = row_now(task) {
         add_atomic(r, idx, by);
+    }
+}
+
+/// Payload bytes a hook saw (`idx` a ledgered counter): charged to the row
+/// the current task is in now (and to the ledger's tally of charges), or
+/// counted as unattributed with the reason. `task` is None outside the
+/// traced processes: a kernel thread's bytes are in scope (unattributed: it
+/// works for anyone), another process's are not. With `in_syscall`, only a
+/// traced thread inside a syscall is the bytes' owner (a transmit in user
+/// mode ran from an interrupt).
+#[inline(always)]
+pub fn charge(task: Option<Task>, idx: usize, by: u64, in_syscall: bool) {
+    let Some(task) = task else {
+        if crate::kernel::current_is_kthread() {
+            ledger_add(ledger::unattributed(idx, ledger::KERNEL_THREAD), by);
+        }
+        return;
+    };
+    if task.st.is_null() {
+        // A thread that never made a syscall and copies payload is, in
+        // practice, an io-wq worker running a ring's request: the request's
+        // result counts those bytes already.
+        if zctrace_common::counter::is_observed_payload(idx)
+            && crate::kernel::current_is_io_worker()
+        {
+            stat_add(stat::URING_WORKER_BYTES, by);
+            ledger_add(ledger::unattributed(idx, ledger::IO_WORKER), by);
+            return;
+        }
+        if in_syscall {
+            ledger_add(ledger::unattributed(idx, ledger::NO_SYSCALL), by);
+            return;
+        }
+    } else if in_syscall {
+        // SAFETY: this thread's live state.
+        if unsafe { (*task.st).call } == Call::None as u32 {
+            ledger_add(ledger::unattributed(idx, ledger::NO_SYSCALL), by);
+            return;
+        }
+    }
+    match row_now(task) {
+        Some(r) => {
+            ledger_add(ledger::charged(idx), by);
+            add_atomic(r, idx, by);
+        }
+        None => ledger_add(ledger::unattributed(idx, ledger::NO_ROW), by),
+    }
+}
+
+/// Adds to one ledger word.
+#[inline(always)]
+pub fn ledger_add(slot: usize, by: u64) {
+    if let Some(p) = LEDGER.get_ptr_mut(slot as u32) {
+        // SAFETY: a live per-CPU array slot; see `add_atomic` for why atomic.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, by) };
     }
 }
 

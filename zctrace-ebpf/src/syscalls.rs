@@ -8,7 +8,7 @@ use aya_ebpf::{
 use zctrace_common::{
     Call, CallInfo, EnterMemo, Event, FLAG_EXEC, FLAG_MAPS_FILE, FLAG_TIMED, FdKind, MSG_ERRQUEUE,
     MSG_ZEROCOPY, Method, NO_COUNTER, NO_ROW, SendClass, ThreadState, classify, counter,
-    derived_counter, event_kind,
+    derived_counter, event_kind, ledger,
 };
 
 use crate::{
@@ -17,8 +17,8 @@ use crate::{
         syscall_args,
     },
     state::{
-        add, bump_epoch, emit, enter_task, epoch, events_enabled, exit_state, regs_addr, row_of,
-        row_ptr,
+        add, bump_epoch, emit, enter_task, epoch, events_enabled, exit_state, ledger_add,
+        regs_addr, row_of, row_ptr,
     },
 };
 
@@ -58,8 +58,14 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
         Some(a) => (describe(call, &a, st, epoch), a),
         None => (CallInfo::new(call), [0; 6]),
     };
-    let before = st.current;
-    let (method, next) = classify(&info, Method::from_u32(before).unwrap_or(Method::Other));
+    let (before, before_src) = (st.current, st.src);
+    let c = classify(
+        &info,
+        Method::from_u32(before).unwrap_or(Method::Other),
+        FdKind::from_u32(u32::from(before_src)),
+    );
+    let (method, next) = (c.method, c.next);
+    let flow = c.flow.src as u32 | (c.flow.dst as u32) << 8;
     match call {
         Call::Mmap if info.maps_file => st.mmap_len = args[1],
         // Unmapping any part of the remembered mapping forgets it, so a
@@ -73,7 +79,24 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let flags = ThreadState::pack_flags(&info);
     st.call = call as u32;
     st.method = method as u32;
+    st.prev_current = before as u8;
+    st.prev_src = before_src;
     st.current = next as u32;
+    st.src = c.next_src as u8;
+    st.flow = flow;
+    // Read back from the map value: the verifier then sees numbers it
+    // knows nothing about instead of one constant per classification, and
+    // the paths below are checked once, not once per method (6.1's
+    // verifier otherwise runs out of its million instructions).
+    // SAFETY: plain loads of this thread's own state.
+    let (method, next, flow, next_src) = unsafe {
+        (
+            core::ptr::read_volatile(&st.method),
+            core::ptr::read_volatile(&st.current),
+            core::ptr::read_volatile(&st.flow),
+            core::ptr::read_volatile(&st.src),
+        )
+    };
     st.in_kind = info.in_kind as u32;
     st.out_kind = info.out_kind as u32;
     st.flags = flags | per_call;
@@ -81,7 +104,7 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     st.derived = derived_counter(&info).map_or(NO_COUNTER, |c| c as u32);
     // The call's row, found now (usually in the thread's row cache) so
     // that sys_exit and the hooks inside the call just index it.
-    st.row = row_of(st, method as u32, call as u32);
+    st.row = row_of(st, method, call as u32, flow);
     // Remember it when it may be replayed (see `replay`).
     let memo = match call {
         Call::Read | Call::Pread | Call::Readv | Call::Write | Call::Pwrite => !info.from_mapping,
@@ -93,11 +116,14 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
             nr: (nr as u32).wrapping_add(1),
             fd: args[0] as u32,
             epoch,
-            methods: EnterMemo::methods(before, call as u32, method as u32, next as u32),
+            methods: EnterMemo::methods(before, call as u32, method, next),
             flags,
             derived: st.derived,
             row: st.row,
-            kinds: st.in_kind | st.out_kind << 8,
+            kinds: st.in_kind
+                | st.out_kind << 8
+                | u32::from(before_src) << 16
+                | u32::from(next_src) << 24,
         });
     }
     Ok(())
@@ -136,7 +162,10 @@ fn replay(
     };
     st.call = m.call();
     st.method = m.method();
+    st.prev_current = st.current as u8;
+    st.prev_src = st.src;
     st.current = m.next();
+    st.src = (kinds >> 24) as u8;
     st.flags = flags | per_call;
     st.send_class = SendClass::Unknown as u32;
     st.derived = derived;
@@ -168,24 +197,14 @@ pub fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     let call = st.call;
     st.call = Call::None as u32;
-    let r = row_ptr(st.row).ok_or(())?;
-    add(r, counter::SYSCALLS, 1);
     let ret = ctx.arg::<i64>(1);
-    if st.flags & (FLAG_EXEC | FLAG_MAPS_FILE) != 0 {
-        after_exec_or_mmap(st, ret);
-    }
-    let Some(info_call) = Call::from_u32(call) else {
-        return Ok(());
-    };
-    if ret > 0 && info_call.returns_bytes() {
-        let bytes = ret as u64;
-        add(r, counter::IO_BYTES, bytes);
-        if st.derived != NO_COUNTER {
-            add(r, st.derived as usize, bytes);
-        }
-        if let Some(c) = SendClass::from_u32(st.send_class).observed_counter() {
-            add(r, c, bytes);
-        }
+    let info_call = Call::from_u32(call).unwrap_or(Call::Other);
+    if ret <= 0 && info_call.returns_bytes() {
+        // It moved nothing (end of file, EAGAIN, an error): not part of a
+        // transfer, so not in its method's syscalls per chunk.
+        nothing_moved(st, call);
+    } else if let Some(r) = row_ptr(st.row) {
+        counted(st, r, info_call, ret);
     }
     if st.flags & FLAG_TIMED != 0 && events_enabled() {
         let now = bpf_ktime_get_ns_safe();
@@ -207,6 +226,41 @@ pub fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
         });
     }
     Ok(())
+}
+
+/// Counts a call on its row, with the bytes its result reports.
+#[inline(always)]
+fn counted(st: &mut ThreadState, r: *mut zctrace_common::Counters, call: Call, ret: i64) {
+    add(r, counter::SYSCALLS, 1);
+    if st.flags & (FLAG_EXEC | FLAG_MAPS_FILE) != 0 {
+        after_exec_or_mmap(st, ret);
+    }
+    if ret > 0 && call.returns_bytes() {
+        let bytes = ret as u64;
+        add(r, counter::IO_BYTES, bytes);
+        if st.derived != NO_COUNTER {
+            add(r, st.derived as usize, bytes);
+        }
+        if let Some(c) = SendClass::from_u32(st.send_class).observed_counter() {
+            // What tcp_sendmsg_locked saw, by the call's result: charged
+            // to the call's row, which always exists.
+            ledger_add(ledger::charged(c), bytes);
+            add(r, c, bytes);
+        }
+    }
+}
+
+/// A byte-moving call that moved nothing: counted as a syscall of the
+/// process's bookkeeping (method other, no flow), and the thread's method
+/// and data source are put back as they were before it.
+#[inline(never)]
+fn nothing_moved(st: &mut ThreadState, call: u32) {
+    st.current = u32::from(st.prev_current);
+    st.src = st.prev_src;
+    let row = row_of(st, Method::Other as u32, call, 0);
+    if let Some(r) = row_ptr(row) {
+        add(r, counter::SYSCALLS, 1);
+    }
 }
 
 /// The rare tails of sys_exit, out of the hot path.

@@ -8,12 +8,12 @@
 use aya_ebpf::{macros::map, maps::HashMap, programs::RawTracePointContext};
 use zctrace_common::{
     Call, CounterKey, FdKind, IORING_CQE_F_MORE, IORING_CQE_F_NOTIF, IORING_NOTIF_USAGE_ZC_COPIED,
-    MAX_URING_REQS, Method, NO_ROW, counter, stat, uring_counter, uring_method,
+    MAX_URING_REQS, Method, counter, ledger, stat, uring_counter, uring_flow, uring_method,
 };
 
 use crate::{
     kernel::{file_info, layout, read},
-    state::{add_atomic, current_traced, row_index, row_of, row_ptr, stat_add},
+    state::{add_atomic, current_traced, ledger_add, row_for, row_of, row_ptr, row_tid, stat_add},
 };
 
 /// Who submitted a request in flight, and what it is.
@@ -44,11 +44,8 @@ pub fn try_submit(ctx: &RawTracePointContext) -> Result<(), ()> {
         // What the hooks see while the request is issued inline, and the
         // io_uring_enter itself, belong to the request's method.
         if st.call == Call::IoUringEnter as u32 {
-            let row = row_of(st, method, Call::IoUringEnter as u32);
-            if row != NO_ROW {
-                st.method = method;
-                st.row = row;
-            }
+            st.method = method;
+            st.row = row_of(st, method, Call::IoUringEnter as u32, 0);
         }
     }
     let owner = Owner {
@@ -94,8 +91,12 @@ pub fn try_complete(ctx: &RawTracePointContext) -> Result<(), ()> {
         // was full), by a traced process: said, not dropped.
         if current_traced().is_some() {
             stat_add(stat::URING_UNATTRIBUTED_OPS, 1);
-            if res > 0 {
+            if res > 0 && cflags & IORING_CQE_F_NOTIF == 0 {
                 stat_add(stat::URING_UNATTRIBUTED_BYTES, res as u64);
+                ledger_add(
+                    ledger::unattributed(ledger::URING_BYTES, ledger::URING_UNMATCHED),
+                    res as u64,
+                );
             }
         }
         return Ok(());
@@ -112,39 +113,48 @@ pub fn try_complete(ctx: &RawTracePointContext) -> Result<(), ()> {
     if cflags & IORING_CQE_F_MORE == 0 || matches!(method, Method::UringSendZc) {
         let _ = URING_REQS.remove(req);
     }
-    let key = CounterKey {
-        tgid: owner.tgid,
-        tid: owner.tid,
-        method: method as u32,
-        call: Call::IoUringEnter as u32,
-    };
-    let row = row_ptr(row_index(&key).ok_or(())?).ok_or(())?;
+    if res <= 0 {
+        let row = row_ptr(row_for(&key(owner, method, 0))).ok_or(())?;
+        add_atomic(row, counter::URING_OPS, 1);
+        return Ok(());
+    }
+    // The request's file names the flow, and its kind and flags decide the
+    // counter of O_DIRECT reads and writes and of a splice into a file.
+    let (kind, flags) = read::<u64>(req, layout!(kiocb_file))
+        .and_then(file_info)
+        .unwrap_or((FdKind::Unknown, 0));
+    let direct = flags & layout!(o_direct) != 0;
+    let flow = uring_flow(opcode, kind);
+    let row = row_ptr(row_for(&key(
+        owner,
+        method,
+        flow.src as u32 | (flow.dst as u32) << 8,
+    )))
+    .ok_or(())?;
     // Completions can be posted from another thread (an io-wq worker) or
     // from interrupt context: atomic adds (see state::add_atomic).
     add_atomic(row, counter::URING_OPS, 1);
-    if res <= 0 {
-        return Ok(());
-    }
     let bytes = res as u64;
+    ledger_add(ledger::charged(ledger::URING_BYTES), bytes);
     add_atomic(row, counter::IO_BYTES, bytes);
-    // The file's kind and flags matter only where they change the counter
-    // (O_DIRECT reads and writes, a splice into a regular file): four
-    // kernel reads saved on every send and receive.
-    let (kind, flags) = if matches!(
-        method,
-        Method::UringRead | Method::UringWrite | Method::UringSplice
-    ) {
-        read::<u64>(req, layout!(kiocb_file))
-            .and_then(file_info)
-            .unwrap_or((FdKind::Unknown, 0))
-    } else {
-        (FdKind::Unknown, 0)
-    };
-    let direct = flags & layout!(o_direct) != 0;
     if let Some(c) = uring_counter(opcode, kind, direct) {
         add_atomic(row, c, bytes);
     }
     Ok(())
+}
+
+/// The row of a request's completions: its submitter's process (and
+/// thread, where rows are per thread), its method, its flow.
+#[inline(always)]
+fn key(owner: Owner, method: Method, flow: u32) -> CounterKey {
+    CounterKey {
+        tgid: owner.tgid,
+        tid: row_tid(owner.tid),
+        method: method as u32,
+        call: Call::IoUringEnter as u32,
+        src: (flow & 0xff) as u16,
+        dst: (flow >> 8) as u16,
+    }
 }
 
 /// A zero-copy send's notification: the pinned pages are free again; its
@@ -152,13 +162,7 @@ pub fn try_complete(ctx: &RawTracePointContext) -> Result<(), ()> {
 /// program asked for usage reports).
 #[inline(never)]
 fn notification(owner: Owner, res: i32) -> Result<(), ()> {
-    let row_key = CounterKey {
-        tgid: owner.tgid,
-        tid: owner.tid,
-        method: Method::UringSendZc as u32,
-        call: Call::IoUringEnter as u32,
-    };
-    let row = row_ptr(row_index(&row_key).ok_or(())?).ok_or(())?;
+    let row = row_ptr(row_for(&key(owner, Method::UringSendZc, 0))).ok_or(())?;
     add_atomic(row, counter::URING_ZC_NOTIFS, 1);
     if res as u32 & IORING_NOTIF_USAGE_ZC_COPIED != 0 {
         add_atomic(row, counter::URING_ZC_COPIED, 1);
@@ -177,6 +181,10 @@ pub fn try_overflow(ctx: &RawTracePointContext) -> Result<(), ()> {
     let cflags = ctx.arg::<u64>(3) as u32;
     if res > 0 && cflags & IORING_CQE_F_NOTIF == 0 {
         stat_add(stat::URING_OVERFLOW_BYTES, res as u64);
+        ledger_add(
+            ledger::unattributed(ledger::URING_BYTES, ledger::URING_OVERFLOW),
+            res as u64,
+        );
     }
     Ok(())
 }

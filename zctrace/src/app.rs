@@ -501,9 +501,12 @@ pub mod tests {
         let m = crate::model::Measured::from_counters(&Counters::ZERO, HookSet::default());
         let row = |pid| Row {
             pid,
+            tid: None,
             comm: "cat".into(),
             exited: false,
             method: Method::ReadWrite,
+            source: zctrace_common::FdKind::File,
+            destination: zctrace_common::FdKind::Tcp,
             measured: m,
         };
         a.update(sample(None, vec![row(1), row(2), row(3)], Vec::new()));

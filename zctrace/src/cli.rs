@@ -99,6 +99,15 @@ pub struct TraceArgs {
     /// Write reports to FILE instead of stdout (attach) or stderr (run).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Count per thread too (a TID column); by default rows are per
+    /// process, which keeps memory bounded at any thread count.
+    #[arg(long)]
+    pub per_thread: bool,
+    /// Size of the kernel's counter-row map (default 32768, fewer on
+    /// machines with many CPUs). When it fills, counts go to fallback rows
+    /// (method map-full) and every report says how much.
+    #[arg(long, value_name = "N")]
+    pub max_rows: Option<u32>,
 }
 
 #[derive(Debug, Args)]

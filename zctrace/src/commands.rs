@@ -80,7 +80,11 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         opts.dir.clone_from(dir);
     }
     let stop = stop_flag()?;
-    let mut probes = load_probes(ProbeOptions::default())?;
+    // The demo's sender and receivers are threads of this process.
+    let mut probes = load_probes(ProbeOptions {
+        per_thread: true,
+        ..ProbeOptions::default()
+    })?;
     probes.trace_pid(std::process::id())?;
     let kernel = preflight::kernel_release();
     // The dashboard only on a terminal; a pipe or file gets the table.
@@ -116,7 +120,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         };
         if args.json {
             let doc = report::DemoReport {
-                schema: 1,
+                schema: trace::JSON_SCHEMA,
                 zctrace_version: env!("CARGO_PKG_VERSION"),
                 kernel: kernel.clone(),
                 file_size: opts.size,
@@ -173,6 +177,14 @@ fn wants_dashboard(t: &TraceArgs) -> bool {
     !t.no_tui && !t.json && t.output.is_none() && std::io::stdout().is_terminal()
 }
 
+fn trace_probe_options(t: &TraceArgs) -> ProbeOptions {
+    ProbeOptions {
+        per_thread: t.per_thread,
+        max_rows: t.max_rows,
+        ..ProbeOptions::default()
+    }
+}
+
 fn trace_app(probes: &Probes, target: String) -> crate::app::App {
     crate::app::App::for_trace(probes.hooks().to_vec(), preflight::kernel_release(), target)
 }
@@ -185,7 +197,7 @@ pub fn attach(args: &AttachArgs) -> Result<()> {
     }
     let mut probes = load_probes(ProbeOptions {
         follow_forks: !args.no_follow,
-        ..ProbeOptions::default()
+        ..trace_probe_options(&args.trace)
     })?;
     if !wants_dashboard(&args.trace) {
         return trace::attach(probes, &args.pids, &trace_options(&args.trace), &stop);
@@ -202,7 +214,7 @@ pub fn run(args: &RunArgs) -> Result<u8> {
     let stop = stop_flag()?;
     let mut probes = load_probes(ProbeOptions {
         follow_forks: true,
-        ..ProbeOptions::default()
+        ..trace_probe_options(&args.trace)
     })?;
     if !wants_dashboard(&args.trace) {
         return trace::run(probes, &args.command, &trace_options(&args.trace), &stop);

@@ -167,7 +167,7 @@ impl Sampler {
         let events = std::mem::take(&mut self.pending);
         let taken = Instant::now();
         let mut raw = self.probes.snapshot()?;
-        let stats = self.probes.stats()?;
+        let stats = self.probes.stats(&raw)?;
         raw.rows.retain(|k, _| Some(k.tgid) != self.hide);
         let copy_rate = self.copy_rate.next(&raw, taken);
         let snap = raw.since(&self.baseline);
@@ -288,6 +288,8 @@ mod tests {
                 tid,
                 method: 1,
                 call: 1,
+                src: 0,
+                dst: 0,
             },
             c,
         );

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{MapData, RingBuf};
 use serde::Serialize;
-use zctrace_common::{Counters, Event, Method, event_kind};
+use zctrace_common::{CounterKey, Counters, Event, FdKind, Flow, Method, event_kind};
 
 use crate::{
     model::{HookSet, Measured, Snapshot, human_bytes},
@@ -40,15 +40,30 @@ pub struct TraceOptions {
     pub output: Option<PathBuf>,
 }
 
-/// One (process, method) row of a report.
+/// One (process, method, flow) row of a report (and thread, with
+/// `--per-thread`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
     pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
     pub comm: String,
     pub exited: bool,
     #[serde(serialize_with = "crate::model::serialize_method")]
     pub method: Method,
+    /// Where the payload came from and went to (null: no payload).
+    #[serde(serialize_with = "serialize_kind")]
+    pub source: FdKind,
+    #[serde(serialize_with = "serialize_kind")]
+    pub destination: FdKind,
     pub measured: Measured,
+}
+
+fn serialize_kind<S: serde::Serializer>(k: &FdKind, s: S) -> Result<S::Ok, S::Error> {
+    match k {
+        FdKind::Unknown => s.serialize_none(),
+        k => s.serialize_str(k.name()),
+    }
 }
 
 impl Row {
@@ -60,10 +75,31 @@ impl Row {
             self.comm.clone()
         }
     }
+
+    /// "file>tcp", or "-" for a row that moves no payload.
+    pub fn flow(&self) -> String {
+        flow_label(Flow::new(self.source, self.destination))
+    }
 }
+
+/// "file>tcp", or "-" for no payload.
+pub fn flow_label(f: Flow) -> String {
+    if f == Flow::NONE {
+        "-".to_owned()
+    } else {
+        format!("{}>{}", f.src.name(), f.dst.name())
+    }
+}
+
+/// The version of the run/attach JSON lines (and of the demo's document):
+/// bumped on incompatible change. 2: rows have a flow (`source`,
+/// `destination`) and are per process (`tid` with --per-thread); `stats`
+/// has the ledger and the fallback rows.
+pub const JSON_SCHEMA: u32 = 2;
 
 #[derive(Serialize)]
 struct JsonLine<'a> {
+    schema: u32,
     /// Seconds since the Unix epoch.
     ts: f64,
     elapsed_s: f64,
@@ -130,24 +166,109 @@ fn proc_alive(pid: u32) -> bool {
     }
 }
 
+/// Report rows: counter rows summed per (process, thread when kept,
+/// method, flow). A transfer's halves join: the reads of a read-write
+/// (source -> memory) go with the writes that name their destination
+/// (source -> file), and socket receives whose data the process wrote on
+/// join that read-write row (a download is recv + write). A half with no
+/// other half stays as it is: socket -> memory is a receive the program
+/// consumed itself.
 pub fn rows(snap: &Snapshot, hooks: HookSet, names: &mut Names) -> Vec<Row> {
-    let mut by: BTreeMap<(u32, Method), Counters> = BTreeMap::new();
-    for (k, v) in &snap.rows {
-        let m = Method::from_u32(k.method).unwrap_or(Method::Other);
-        by.entry((k.tgid, m)).or_default().add(v);
-    }
+    let mut by = group(snap);
+    join_halves(&mut by);
     by.into_iter()
-        .map(|((pid, method), c)| {
-            let (comm, exited) = names.get(pid);
+        .map(|((pid, tid, method, flow), c)| {
+            let (comm, exited) = if pid == 0 {
+                ("(overflow)".to_owned(), false)
+            } else {
+                names.get(pid)
+            };
             Row {
                 pid,
+                tid: (tid != 0).then_some(tid),
                 comm,
                 exited,
                 method,
+                source: flow.src,
+                destination: flow.dst,
                 measured: Measured::from_counters(&c, hooks),
             }
         })
         .collect()
+}
+
+/// (pid, tid, method, flow).
+type GroupKey = (u32, u32, Method, Flow);
+
+fn group(snap: &Snapshot) -> BTreeMap<GroupKey, Counters> {
+    let mut by: BTreeMap<GroupKey, Counters> = BTreeMap::new();
+    for (k, v) in &snap.rows {
+        // The overflow row, and rows a reset left at zero, say nothing.
+        if *v == Counters::ZERO {
+            continue;
+        }
+        by.entry(group_key(k)).or_default().add(v);
+    }
+    by
+}
+
+fn group_key(k: &CounterKey) -> GroupKey {
+    let m = Method::from_u32(k.method).unwrap_or(Method::Other);
+    (k.tgid, k.tid, m, k.flow())
+}
+
+/// Moves each read half (X -> memory) into the write half of the same
+/// process, thread and source that moved the most bytes (X -> Y), first
+/// within its method, then (socket receives) into read-write.
+fn join_halves(by: &mut BTreeMap<GroupKey, Counters>) {
+    let halves: Vec<GroupKey> = by
+        .keys()
+        .filter(|(_, _, m, f)| {
+            f.dst == FdKind::Memory
+                && matches!(m, Method::ReadWrite | Method::SocketRecv | Method::DirectIo)
+        })
+        .copied()
+        .collect();
+    join(by, halves, |(pid, tid, method, flow), (p, t, m, f)| {
+        let into = if method == Method::SocketRecv {
+            Method::ReadWrite
+        } else {
+            method
+        };
+        (p, t, m) == (pid, tid, into) && f.src == flow.src && f.dst != FdKind::Memory
+    });
+    // What a method's threads did in user mode between its calls (page
+    // faults, being switched out) has no flow of its own: it joins the
+    // method's biggest flow.
+    let user_mode: Vec<GroupKey> = by
+        .keys()
+        .filter(|(_, _, m, f)| *f == Flow::NONE && !matches!(m, Method::Other | Method::Fallback))
+        .copied()
+        .collect();
+    join(by, user_mode, |(pid, tid, method, _), (p, t, m, f)| {
+        (p, t, m) == (pid, tid, method) && f != Flow::NONE
+    });
+}
+
+/// Moves each group of `from` into the group `fits` picks with the most
+/// bytes (a group nothing fits stays).
+fn join(
+    by: &mut BTreeMap<GroupKey, Counters>,
+    from: Vec<GroupKey>,
+    fits: impl Fn(GroupKey, GroupKey) -> bool,
+) {
+    for half in from {
+        let target = by
+            .iter()
+            .filter(|(k, _)| fits(half, **k))
+            .max_by_key(|(_, c)| c.v[zctrace_common::counter::IO_BYTES])
+            .map(|(k, _)| *k);
+        if let Some(target) = target
+            && let Some(c) = by.remove(&half)
+        {
+            by.entry(target).or_default().add(&c);
+        }
+    }
 }
 
 /// A byte count and where it came from: "12.0M o" (observed), "d" (derived).
@@ -161,11 +282,18 @@ fn tagged(b: &crate::model::Bytes) -> String {
 
 /// The strace -c style table.
 fn table(rows: &[Row]) -> String {
+    let tids = rows.iter().any(|r| r.tid.is_some());
     let mut s = format!(
-        "{:>7} {:<15} {:<15} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
+        "{:>7} {}{:<15} {:<15} {:<13} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
         "PID",
+        if tids {
+            format!("{:>7} ", "TID")
+        } else {
+            String::new()
+        },
         "COMM",
         "METHOD",
+        "FLOW",
         "SYSCALLS",
         "MODE-SW",
         "CTX-SW v/i",
@@ -181,10 +309,16 @@ fn table(rows: &[Row]) -> String {
         let c = &m.cpu_copy_bytes;
         let comm = r.label();
         s += &format!(
-            "{:>7} {:<15} {:<15} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
+            "{:>7} {}{:<15} {:<15} {:<13} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
             r.pid,
+            match (tids, r.tid) {
+                (true, Some(t)) => format!("{t:>7} "),
+                (true, None) => format!("{:>7} ", "-"),
+                _ => String::new(),
+            },
             comm,
             r.method.name(),
+            r.flow(),
             m.syscalls,
             m.mode_switches,
             format!(
@@ -199,7 +333,8 @@ fn table(rows: &[Row]) -> String {
             human_bytes(m.io_bytes),
         );
     }
-    s += "copies: o = observed at a kernel hook, d = derived from syscall results; * = exited\n";
+    s += "copies: o = observed at a kernel hook, d = derived from syscall results; * = exited; \
+          flow: where the payload came from > went to\n";
     s
 }
 
@@ -269,6 +404,7 @@ fn report(
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let line = JsonLine {
+            schema: JSON_SCHEMA,
             ts,
             elapsed_s: started.elapsed().as_secs_f64(),
             is_final: fin,
@@ -439,36 +575,122 @@ pub fn run(
 
 #[cfg(test)]
 mod tests {
-    use zctrace_common::{CounterKey, counter};
+    use zctrace_common::{Call, counter};
 
     use super::*;
 
+    fn key(tid: u32, method: Method, call: Call, src: FdKind, dst: FdKind) -> CounterKey {
+        CounterKey {
+            tgid: 10,
+            tid,
+            method: method as u32,
+            call: call as u32,
+            src: src as u16,
+            dst: dst as u16,
+        }
+    }
+
+    fn bytes(n: u64) -> Counters {
+        let mut c = Counters::ZERO;
+        c.v[counter::SYSCALLS] = 1;
+        c.v[counter::IO_BYTES] = n;
+        c
+    }
+
     #[test]
-    fn rows_group_by_process_and_method_and_the_table_shows_them() {
+    fn rows_group_by_process_method_and_flow_and_the_table_shows_them() {
+        use FdKind::*;
         let mut snap = Snapshot::default();
         let mut c = Counters::ZERO;
         c.v[counter::SYSCALLS] = 514;
         c.v[counter::K2U_DERIVED] = 32 << 20;
-        for tid in [10, 11] {
-            snap.rows.insert(
-                CounterKey {
-                    tgid: 10,
-                    tid,
-                    method: Method::ReadWrite as u32,
-                    call: 1,
-                },
-                c,
-            );
-        }
+        snap.rows
+            .insert(key(0, Method::ReadWrite, Call::Read, File, Memory), c);
+        let mut w = Counters::ZERO;
+        w.v[counter::SYSCALLS] = 514;
+        w.v[counter::U2K_DERIVED] = 32 << 20;
+        snap.rows
+            .insert(key(0, Method::ReadWrite, Call::Write, File, Tcp), w);
         let mut names = Names::default();
         let rows = rows(&snap, HookSet::default(), &mut names);
-        assert_eq!(rows.len(), 1);
+        assert_eq!(rows.len(), 1, "the read half joins the write half");
         assert_eq!(rows[0].measured.syscalls, 1028);
+        assert_eq!((rows[0].source, rows[0].destination), (File, Tcp));
+        assert_eq!(rows[0].tid, None);
         let t = table(&rows);
-        assert!(t.contains("read-write"), "{t}");
-        assert!(t.contains("64.0M d"), "{t}");
+        assert!(t.contains("read-write      file>tcp"), "{t}");
+        assert!(t.contains("32.0M d"), "{t}");
+        assert!(!t.contains("TID"), "no thread column by default: {t}");
         // PID 10 does not exist here (or is not ours): shown as exited.
         assert!(rows[0].exited || proc_alive(10));
+    }
+
+    #[test]
+    fn a_download_joins_its_receives_and_other_halves_stay() {
+        use FdKind::*;
+        let mut snap = Snapshot::default();
+        // curl: a config file read (nothing written from it), receives,
+        // and the file writes of what it received.
+        snap.rows.insert(
+            key(0, Method::ReadWrite, Call::Read, File, Memory),
+            bytes(900),
+        );
+        snap.rows.insert(
+            key(0, Method::SocketRecv, Call::Recvfrom, Tcp, Memory),
+            bytes(1 << 20),
+        );
+        snap.rows.insert(
+            key(0, Method::ReadWrite, Call::Write, Tcp, File),
+            bytes(1 << 20),
+        );
+        // Faults between the calls: no flow, joins the method's biggest.
+        snap.rows.insert(
+            key(0, Method::ReadWrite, Call::None, Unknown, Unknown),
+            bytes(0),
+        );
+        // A receive nobody wrote on stays a receive.
+        let mut other = key(0, Method::SocketRecv, Call::Recvfrom, Udp, Memory);
+        other.tgid = 11;
+        snap.rows.insert(other, bytes(5));
+        let rows = rows(&snap, HookSet::default(), &mut Names::default());
+        let got: Vec<(u32, &str, String, u64, u64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.pid,
+                    r.method.name(),
+                    r.flow(),
+                    r.measured.syscalls,
+                    r.measured.io_bytes,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (10, "read-write", "file>memory".to_owned(), 1, 900),
+                (10, "read-write", "tcp>file".to_owned(), 3, 2 << 20),
+                (11, "socket-recv", "udp>memory".to_owned(), 1, 5),
+            ]
+        );
+    }
+
+    #[test]
+    fn per_thread_rows_show_a_thread_column_and_the_overflow_row_is_named() {
+        use FdKind::*;
+        let mut snap = Snapshot::default();
+        snap.rows.insert(
+            key(12, Method::ReadWrite, Call::Write, Memory, Pipe),
+            bytes(7),
+        );
+        snap.rows.insert(CounterKey::OVERFLOW, bytes(3));
+        let rows = rows(&snap, HookSet::default(), &mut Names::default());
+        assert_eq!(rows[0].comm, "(overflow)");
+        assert_eq!(rows[0].method, Method::Fallback);
+        assert_eq!(rows[1].tid, Some(12));
+        let t = table(&rows);
+        assert!(t.lines().next().is_some_and(|l| l.contains("TID")), "{t}");
+        assert!(t.contains("map-full"), "{t}");
     }
 
     #[test]

@@ -199,11 +199,68 @@ pub fn method_block(r: &MethodResult) -> String {
 /// Probe health, when anything was lost.
 pub fn footer(stats: &Stats) -> String {
     let mut s = String::new();
-    if stats.events_dropped + stats.counter_map_full + stats.thread_map_full > 0 {
+    if stats.events_dropped + stats.thread_map_full > 0 {
         let _ = writeln!(
             s,
-            "\nprobe health: {} events dropped, {} counter rows and {} threads did not fit",
-            stats.events_dropped, stats.counter_map_full, stats.thread_map_full
+            "\nprobe health: {} events dropped (the event log only), {} threads had no state \
+             (the kernel refused the memory: their syscalls are not counted)",
+            stats.events_dropped, stats.thread_map_full
+        );
+    }
+    let f = &stats.fallback;
+    if stats.counter_map_full > 0 || f.rows > 0 {
+        let _ = writeln!(
+            s,
+            "row map full ({} of {} rows): {} counts went to fallback rows (method map-full: \
+             {} syscalls, {} moved, {} CPU-copied); the totals are exact, their methods and \
+             flows are not (a larger --max-rows keeps them apart)",
+            stats.rows_used,
+            stats.row_capacity,
+            stats.counter_map_full,
+            f.syscalls,
+            human_bytes(f.io_bytes),
+            human_bytes(f.copy_bytes)
+        );
+    }
+    let seen: u64 = stats.accounts.iter().map(|a| a.seen).sum();
+    if seen > 0 {
+        let charged: u64 = stats.accounts.iter().map(|a| a.charged).sum();
+        let mut reasons: std::collections::BTreeMap<&str, u64> = Default::default();
+        for a in &stats.accounts {
+            for (r, v) in &a.unattributed_by_reason {
+                *reasons.entry(r).or_default() += v;
+            }
+        }
+        let why = if reasons.is_empty() {
+            String::new()
+        } else {
+            let parts: Vec<String> = reasons
+                .iter()
+                .map(|(r, v)| format!("{} {}", r.replace('_', " "), human_bytes(*v)))
+                .collect();
+            format!(" ({})", parts.join(", "))
+        };
+        let _ = writeln!(
+            s,
+            "ledger: the payload hooks saw {}: {} charged to processes, {} unattributed{why}",
+            human_bytes(seen),
+            human_bytes(charged),
+            human_bytes(stats.unattributed_bytes),
+        );
+    }
+    if stats.unaccounted_bytes != 0 {
+        let _ = writeln!(
+            s,
+            "ledger: {} bytes seen by the hooks are in no row and no bucket ({}): traffic \
+             between the two reads of a live sample, or lost",
+            stats.unaccounted_bytes,
+            stats
+                .accounts
+                .iter()
+                .filter(|a| a.unaccounted != 0)
+                .map(|a| format!("{} {}", a.name, a.unaccounted))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     if stats.uring_worker_bytes > 0 {

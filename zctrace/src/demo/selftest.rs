@@ -166,7 +166,10 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
     let mut s = String::new();
     let kernel = crate::preflight::kernel_release();
     let _ = writeln!(s, "kernel {kernel}");
-    let mut probes = match Probes::load(ProbeOptions::default()) {
+    let mut probes = match Probes::load(ProbeOptions {
+        per_thread: true,
+        ..ProbeOptions::default()
+    }) {
         Ok(p) => p,
         Err(e) => {
             let _ = writeln!(
@@ -210,13 +213,13 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
     let mut ring_work = None;
     for &m in &opts.methods {
         let before = probes.snapshot()?;
-        let workers_before = probes.stats()?.uring_worker_bytes;
+        let workers_before = probes.stats(&before)?.uring_worker_bytes;
         let rec = run_method(&ws, &opts, m, &stop, |_, _| {})?;
         let after = probes.snapshot()?;
         if m == Method::UringReadSend {
             let me = std::process::id();
             let rx = rec.receiver_tids.clone();
-            let workers = probes.stats()?.uring_worker_bytes - workers_before;
+            let workers = probes.stats(&after)?.uring_worker_bytes - workers_before;
             ring_work = Some((
                 after
                     .since(&before)
@@ -264,6 +267,31 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
             );
         }
     }
+    // The ledger: what every payload hook charged is in the rows, to the
+    // byte, on this kernel (both tiers' hooks, whichever attached).
+    let snap = probes.snapshot()?;
+    let stats = probes.stats(&snap)?;
+    for a in &stats.accounts {
+        let _ = writeln!(
+            s,
+            "ledger {}: seen {} charged {} in rows {} unattributed {}",
+            a.name, a.seen, a.charged, a.in_rows, a.unattributed
+        );
+        check(
+            &mut checks,
+            format!("ledger {} unaccounted bytes", a.name),
+            a.unaccounted as f64,
+            0.0,
+            0.0,
+        );
+    }
+    check(
+        &mut checks,
+        "ledger accounts kept".to_owned(),
+        stats.accounts.len() as f64,
+        1.0,
+        f64::MAX,
+    );
     for c in &checks {
         let _ = writeln!(
             s,

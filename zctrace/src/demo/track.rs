@@ -267,6 +267,8 @@ pub mod tests {
                 tid: 7,
                 method: Method::ReadWrite as u32,
                 call: 1,
+                src: 0,
+                dst: 0,
             },
             c,
         );

@@ -1,6 +1,7 @@
 //! Pure accounting: counter rows in, per-method numbers out. No aya, no
 //! terminal: everything here is unit-tested on plain values.
 
+pub mod ledger;
 pub mod theory;
 
 use std::collections::BTreeMap;
@@ -318,6 +319,8 @@ mod tests {
             tid,
             method: method as u32,
             call: 0,
+            src: 0,
+            dst: 0,
         }
     }
 

@@ -136,7 +136,8 @@ pub const fn theory(m: Method) -> Option<Theory> {
         | Method::UringWrite
         | Method::UringSend
         | Method::UringRecv
-        | Method::UringOther => return None,
+        | Method::UringOther
+        | Method::Fallback => return None,
     })
 }
 

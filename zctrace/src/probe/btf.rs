@@ -252,6 +252,10 @@ impl KernelBtf {
             kiocb_file,
             kiocb_notif,
             uring_complete_cqe,
+            file_private: self.scalar("file", &["private_data"], 8)?,
+            socket_sk: self.scalar("socket", &["sk"], 8)?,
+            sk_family: self.scalar("sock", &["__sk_common", "skc_family"], 2)?,
+            sk_protocol: self.scalar("sock", &["sk_protocol"], 2)?,
             valid: 1,
         })
     }

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, Queue, RingBuf};
-use zctrace_common::{CounterKey, Counters, config, stat};
+use zctrace_common::{CounterKey, Counters, OVERFLOW_ROW, config, ledger, stat};
 
 use super::{ProbeError, Probes, Stats};
-use crate::model::Snapshot;
+use crate::model::{Snapshot, ledger as balance};
 
 impl Probes {
     /// Adds a process (all its threads) to the traced set.
@@ -63,16 +63,26 @@ impl Probes {
         Ok(Snapshot { rows })
     }
 
+    /// Makes row 0 the overflow row (before any program can count) and
+    /// hands out new rows from 1.
+    pub(super) fn reserve_overflow_row(&mut self) -> Result<(), ProbeError> {
+        let mut index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map_mut("ROW_INDEX")?)?;
+        index.insert(CounterKey::OVERFLOW, OVERFLOW_ROW, 0)?;
+        let mut alloc: Array<_, u64> = Array::try_from(self.map_mut("ROW_ALLOC")?)?;
+        alloc.set(0, u64::from(OVERFLOW_ROW) + 1, 0)?;
+        Ok(())
+    }
+
     /// Recycles the counter rows of these threads (finished demo runs whose
     /// numbers the dashboard has kept), so `demo --loop` never runs out of
     /// rows: each loses its index entry, is zeroed, and goes back on the
-    /// free list.
+    /// free list. What they held is remembered for the ledger's balance.
     pub fn remove_rows(&mut self, tids: &[u32]) -> Result<usize, ProbeError> {
         let mut index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map_mut("ROW_INDEX")?)?;
         let doomed: Vec<(CounterKey, u32)> = index
             .iter()
             .filter_map(Result::ok)
-            .filter(|(k, _)| tids.contains(&k.tid))
+            .filter(|(k, _)| k.tid != 0 && tids.contains(&k.tid))
             .collect();
         let mut freed = Vec::with_capacity(doomed.len());
         for (k, idx) in &doomed {
@@ -83,6 +93,18 @@ impl Probes {
         }
         let mut values: PerCpuArray<_, Counters> = PerCpuArray::try_from(self.map_mut("ROWS")?)?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+        let mut gone = Vec::with_capacity(freed.len());
+        for (k, idx) in &doomed {
+            if freed.contains(idx)
+                && let Ok(per_cpu) = values.get(idx, 0)
+            {
+                let mut sum = Counters::ZERO;
+                for c in per_cpu.iter() {
+                    sum.add(c);
+                }
+                gone.push((*k, sum));
+            }
+        }
         for idx in &freed {
             let zeros =
                 PerCpuValues::try_from(vec![Counters::ZERO; cpus]).map_err(ProbeError::Cpus)?;
@@ -92,6 +114,7 @@ impl Probes {
         for idx in &freed {
             free.push(idx, 0)?;
         }
+        balance::release(&mut self.released, &gone);
         // Threads that cached a recycled row forget their caches.
         self.bump_generation()?;
         Ok(freed.len())
@@ -106,18 +129,30 @@ impl Probes {
         Ok(())
     }
 
-    pub fn stats(&self) -> Result<Stats, ProbeError> {
+    /// The health counters and the ledger's balance against `rows` (the
+    /// raw snapshot: every row, none hidden).
+    pub fn stats(&self, rows: &Snapshot) -> Result<Stats, ProbeError> {
         let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map("STATS")?)?;
         let mut v = [0u64; stat::COUNT];
         for (i, slot) in v.iter_mut().enumerate() {
             *slot = arr.get(&(i as u32), 0)?.iter().sum();
         }
+        let words = self.ledger()?;
+        let accounts = balance::accounts(&words, rows, &self.released);
+        let disk_unattributed_bytes = accounts
+            .iter()
+            .filter(|a| a.name.starts_with("disk_"))
+            .map(|a| a.unattributed)
+            .sum();
         Ok(Stats {
             events_dropped: v[stat::EVENTS_DROPPED],
             events_sent: v[stat::EVENTS_SENT],
             thread_map_full: v[stat::THREAD_MAP_FULL],
-            counter_map_full: v[stat::COUNTER_MAP_FULL],
-            disk_unattributed_bytes: v[stat::DISK_UNATTRIBUTED_BYTES],
+            counter_map_full: v[stat::ROW_FALLBACKS],
+            row_capacity: self.capacity,
+            rows_used: rows.rows.len() as u64,
+            fallback: balance::fallback_counts(rows),
+            disk_unattributed_bytes,
             process_map_full: v[stat::PROCESS_MAP_FULL],
             uring_unattributed_ops: v[stat::URING_UNATTRIBUTED_OPS],
             uring_unattributed_bytes: v[stat::URING_UNATTRIBUTED_BYTES],
@@ -125,7 +160,18 @@ impl Probes {
             uring_overflow_ops: v[stat::URING_OVERFLOW_OPS],
             uring_overflow_bytes: v[stat::URING_OVERFLOW_BYTES],
             uring_worker_bytes: v[stat::URING_WORKER_BYTES],
+            unattributed_bytes: accounts.iter().map(|a| a.unattributed).sum(),
+            unaccounted_bytes: accounts.iter().map(|a| a.unaccounted).sum(),
+            accounts,
         })
+    }
+
+    /// The ledger's words, summed over CPUs.
+    fn ledger(&self) -> Result<Vec<u64>, ProbeError> {
+        let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map("LEDGER")?)?;
+        (0..ledger::SLOTS as u32)
+            .map(|i| Ok(arr.get(&i, 0)?.iter().sum()))
+            .collect()
     }
 
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, ProbeError> {

@@ -22,6 +22,7 @@ use thiserror::Error;
 use zctrace_common::{Counters, MAX_COUNTER_ROWS, Settings, config};
 
 use self::btf::{KernelBtf, LayoutError, VMLINUX_BTF};
+use crate::model::ledger::{Account, FallbackCounts};
 
 /// The eBPF object, compiled from zctrace-ebpf by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zctrace"));
@@ -75,6 +76,8 @@ pub enum ProbeError {
     Map(#[from] aya::maps::MapError),
     #[error("cannot count the CPUs: {0}")]
     Cpus(std::io::Error),
+    #[error("--max-rows {0}: at least {MIN_ROWS} rows are needed")]
+    TooFewRows(u32),
 }
 
 impl ProbeError {
@@ -106,21 +109,47 @@ pub struct ProbeOptions {
     /// Keep every thread's state in task storage, not the thread table
     /// (the path of threads whose slot another holds; for tests).
     pub no_thread_table: bool,
+    /// Counter rows per thread, not per process.
+    pub per_thread: bool,
+    /// Make the row map this size instead of the default (a deliberately
+    /// small map shows what happens when it fills).
+    pub max_rows: Option<u32>,
 }
+
+/// The smallest row map `max_rows` may ask for: the overflow row and a
+/// fallback reserve of two, and room for a few exact rows.
+pub const MIN_ROWS: u32 = 8;
+/// The largest row map `max_rows` may ask for.
+pub const MAX_ROWS: u32 = 1 << 20;
 
 /// Loaded and attached probes. Detached when dropped.
 pub struct Probes {
     ebpf: Ebpf,
     hooks: Vec<HookStatus>,
+    /// What the rows recycled so far had counted of each ledger counter
+    /// (the ledger checks that seen = charged + released + unattributed).
+    released: [u64; zctrace_common::counter::COUNT],
+    /// Rows in the row map.
+    capacity: u32,
 }
 
-/// Health counters summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+/// Health counters summed over CPUs, and the ledger's balance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     pub events_dropped: u64,
     pub events_sent: u64,
+    /// Threads whose state could not be created (their syscalls are not
+    /// counted: the kernel refused the memory).
     pub thread_map_full: u64,
+    /// Counts that found the row map full and went to a fallback row
+    /// (see `fallback`): nothing lost, method and flow unknown.
     pub counter_map_full: u64,
+    /// Rows in the row map, and how many are in use.
+    pub row_capacity: u32,
+    pub rows_used: u64,
+    /// What the fallback rows hold.
+    pub fallback: FallbackCounts,
+    /// Disk bytes issued by kernel threads (writeback): nobody's.
     pub disk_unattributed_bytes: u64,
     pub process_map_full: u64,
     /// io_uring requests (and their bytes) that completed in traced
@@ -137,6 +166,13 @@ pub struct Stats {
     /// Copies the hooks saw on io-wq worker threads: already counted by
     /// the requests' results, so kept apart rather than counted twice.
     pub uring_worker_bytes: u64,
+    /// Payload bytes the hooks saw that no process is charged with.
+    pub unattributed_bytes: u64,
+    /// Bytes the hooks saw that are in no row and no bucket (0 unless
+    /// something was lost, or traffic flowed while sampling).
+    pub unaccounted_bytes: i64,
+    /// The ledger, counter by counter.
+    pub accounts: Vec<Account>,
 }
 
 impl Probes {
@@ -152,9 +188,15 @@ impl Probes {
         let settings = Settings {
             trace_all: u32::from(opts.trace_all),
             follow_forks: u32::from(opts.follow_forks),
+            per_thread: u32::from(opts.per_thread),
+            _pad: 0,
         };
         let aya_btf = aya::Btf::parse(&raw_btf, aya::Endianness::default()).ok();
-        let rows = row_capacity();
+        let rows = match opts.max_rows {
+            Some(n) if n < MIN_ROWS => return Err(ProbeError::TooFewRows(n)),
+            Some(n) => n.min(MAX_ROWS),
+            None => row_capacity(),
+        };
         let mut ebpf = EbpfLoader::new()
             .btf(aya_btf.as_ref())
             // THREADS is task storage, which aya creates but has no type for.
@@ -191,7 +233,15 @@ impl Probes {
                 purpose: spec.purpose,
             });
         }
-        let mut probes = Self { ebpf, hooks };
+        let mut probes = Self {
+            ebpf,
+            hooks,
+            released: [0; zctrace_common::counter::COUNT],
+            capacity: rows,
+        };
+        // Row 0 is the overflow row, there before any program runs; new
+        // rows are handed out from 1.
+        probes.reserve_overflow_row()?;
         // Thread-table slots are released at thread exit: no table without
         // that hook.
         let table = !opts.no_thread_table && probes.hook_set().has(Hook::SchedProcessExit);
@@ -239,6 +289,8 @@ impl Probes {
             Self {
                 ebpf,
                 hooks: Vec::new(),
+                released: [0; zctrace_common::counter::COUNT],
+                capacity: 0,
             },
             attached,
         ))

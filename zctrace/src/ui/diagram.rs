@@ -114,7 +114,8 @@ pub fn hops(m: Method, meas: Option<&Measured>) -> Vec<Hop> {
         | Method::UringWrite
         | Method::UringSend
         | Method::UringRecv
-        | Method::UringOther => Vec::new(),
+        | Method::UringOther
+        | Method::Fallback => Vec::new(),
     }
 }
 

@@ -96,14 +96,37 @@ fn status_line(app: &App) -> Paragraph<'static> {
             Style::new().fg(Color::Yellow).bold(),
         ));
     }
-    let full = app.stats.counter_map_full + app.stats.thread_map_full;
-    if full > 0 {
+    let st = &app.stats;
+    if st.thread_map_full > 0 {
         spans.push(Span::styled(
-            format!(" | {full} updates lost: kernel map full"),
+            format!(
+                " | {} threads uncounted: no memory for their state",
+                st.thread_map_full
+            ),
             Style::new().fg(Color::Red).bold(),
         ));
     }
-    let st = &app.stats;
+    if st.counter_map_full > 0 {
+        spans.push(Span::styled(
+            format!(
+                " | row map full: {} in map-full rows",
+                crate::model::human_bytes(st.fallback.io_bytes)
+            ),
+            Style::new().fg(Color::Yellow).bold(),
+        ));
+    }
+    if st.unattributed_bytes > 0 {
+        spans.push(Span::raw(format!(
+            " | unattributed {}",
+            crate::model::human_bytes(st.unattributed_bytes)
+        )));
+    }
+    if st.unaccounted_bytes != 0 {
+        spans.push(Span::styled(
+            format!(" | ledger off by {} B", st.unaccounted_bytes),
+            Style::new().fg(Color::Red).bold(),
+        ));
+    }
     let uring = st.uring_unattributed_ops + st.uring_overflow_ops + st.uring_map_full;
     if uring > 0 {
         spans.push(Span::styled(

@@ -267,7 +267,8 @@ pub fn steps(m: Method) -> &'static [Step] {
         | Method::UringWrite
         | Method::UringSend
         | Method::UringRecv
-        | Method::UringOther => &[],
+        | Method::UringOther
+        | Method::Fallback => &[],
     }
 }
 

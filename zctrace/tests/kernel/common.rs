@@ -49,7 +49,8 @@ pub fn demo(methods: &str) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let doc: Value = serde_json::from_slice(&out.stdout).expect("demo --json prints JSON");
-    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["schema"], 2);
+    assert_balanced(&doc["stats"]);
     assert_eq!(doc["file_size"], 16 << 20);
     let attached = doc["hooks"]
         .as_array()
@@ -106,22 +107,61 @@ impl Scratch {
 
 /// `zctrace run --json -o FILE -- argv`: exit status and final rows.
 pub fn run_traced(s: &Scratch, argv: &[&str]) -> (Option<i32>, Vec<Value>) {
+    let (code, last) = run_report(s, &[], argv);
+    (code, last["rows"].as_array().expect("rows").clone())
+}
+
+/// `zctrace run --json -o FILE OPTIONS -- argv`: exit status and the final
+/// report (rows and stats).
+pub fn run_report(s: &Scratch, options: &[&str], argv: &[&str]) -> (Option<i32>, Value) {
     let _guard = serial();
     let report = s.path("report.jsonl");
-    let mut args = vec!["run", "--json", "-o", &report, "--"];
+    let mut args = vec!["run", "--json", "-o", &report];
+    args.extend_from_slice(options);
+    args.push("--");
     args.extend_from_slice(argv);
     let out = zctrace(&args);
-    (out.status.code(), final_rows(&report, &out))
+    (out.status.code(), final_report(&report, &out))
 }
 
 pub fn final_rows(report: &str, out: &Output) -> Vec<Value> {
+    final_report(report, out)["rows"]
+        .as_array()
+        .expect("rows")
+        .clone()
+}
+
+/// The last JSON line of a run/attach report (the final one), its ledger
+/// checked: every test that moves payload through `run` or `attach` checks
+/// that what the hooks charged is in the rows.
+pub fn final_report(report: &str, out: &Output) -> Value {
     let text = std::fs::read_to_string(report)
         .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     let last: Value =
         serde_json::from_str(text.lines().last().expect("a JSON line")).expect("JSON");
     assert_eq!(last["final"], true, "{last}");
+    assert_eq!(last["schema"], 2, "{last}");
     assert!(last["ts"].as_f64().is_some_and(|t| t > 1.6e9), "{last}");
-    last["rows"].as_array().expect("rows").clone()
+    assert_balanced(&last["stats"]);
+    last
+}
+
+/// The ledger balances: for every payload hook, the bytes it charged are
+/// in the rows (or in rows released since), to the byte.
+pub fn assert_balanced(stats: &Value) {
+    assert_eq!(stats["unaccounted_bytes"], 0, "ledger: {stats}");
+    for a in stats["accounts"].as_array().expect("accounts") {
+        assert_eq!(
+            num(a, "charged"),
+            num(a, "in_rows") + num(a, "released"),
+            "ledger account {a}"
+        );
+        assert_eq!(
+            num(a, "seen"),
+            num(a, "charged") + num(a, "unattributed"),
+            "ledger account {a}"
+        );
+    }
 }
 
 pub fn rows_of<'a>(rows: &'a [Value], comm: &str, method: &str) -> Vec<&'a Value> {

@@ -7,6 +7,7 @@
 //! with `--include-ignored`, and without root they show as ignored, never
 //! as passed.
 
+mod accounting;
 mod attach;
 mod cli;
 mod common;

@@ -52,8 +52,14 @@ fn forked_children_are_followed_only_when_asked_and_nothing_else_is_traced() {
             assert_eq!(child, zctrace_common::Counters::ZERO, "child not traced");
         }
         // The machine is busy (cargo, the test harness, daemons): only
-        // the traced set may show up.
+        // the traced set may show up (and the overflow row, always there,
+        // empty while the map has room; rows are per process).
         for k in snap.rows.keys() {
+            assert_eq!(k.tid, 0, "per-process rows: {k:?}");
+            if *k == zctrace_common::CounterKey::OVERFLOW {
+                assert_eq!(snap.rows[k], zctrace_common::Counters::ZERO);
+                continue;
+            }
             assert!(
                 k.tgid == me || (follow && k.tgid == pid),
                 "untraced {k:?} follow {follow} pid {pid} {:?}",
@@ -91,6 +97,7 @@ fn thread_table_and_task_storage_count_alike_and_rows_recycle() {
         let mut p = Probes::load(ProbeOptions {
             follow_forks: true,
             no_thread_table,
+            per_thread: true,
             ..ProbeOptions::default()
         })
         .expect("load probes");
@@ -179,7 +186,11 @@ fn my_tid() -> u32 {
 
 /// The probes, loaded with the defaults, tracing this test process.
 fn traced_self() -> Probes {
-    let mut p = Probes::load(ProbeOptions::default()).expect("load probes");
+    let mut p = Probes::load(ProbeOptions {
+        per_thread: true,
+        ..ProbeOptions::default()
+    })
+    .expect("load probes");
     p.trace_pid(std::process::id()).expect("trace self");
     p
 }
@@ -234,7 +245,11 @@ fn preempted_threads_involuntary_switches_match_the_kernel_s_own_count() {
 #[ignore = "needs root: cargo xtask test runs it"]
 fn a_flooded_ring_buffer_counts_drops_while_counters_stay_exact() {
     let _guard = serial();
-    let mut p = Probes::load(ProbeOptions::default()).expect("load probes");
+    let mut p = Probes::load(ProbeOptions {
+        per_thread: true,
+        ..ProbeOptions::default()
+    })
+    .expect("load probes");
     p.set_events(true).expect("enable events");
     // Taken but not read until the end, so it fills up.
     let mut ring = p.take_events().expect("ring buffer");
@@ -246,7 +261,7 @@ fn a_flooded_ring_buffer_counts_drops_while_counters_stay_exact() {
     // tracing, so nothing new lands in the ring while it is drained.
     p.untrace_pid(std::process::id()).expect("untrace");
     let snap = p.snapshot().expect("snapshot");
-    let stats = p.stats().expect("stats");
+    let stats = p.stats(&snap).expect("stats");
     let reads = snap.sum(|k| k.tid == tid && k.call == Call::Read as u32);
     assert_eq!(
         reads.v[counter::SYSCALLS],
