@@ -9,7 +9,7 @@ use ratatui::{
     text::{Line, Span},
     widgets::{Block, Paragraph, Widget},
 };
-use zctrace_common::Method;
+use zctrace_common::{FdKind, Method};
 
 use super::mech_style;
 use crate::{
@@ -136,6 +136,9 @@ pub struct DiagramParts {
     pub method: Method,
     pub hops: Vec<Hop>,
     pub switches: Switches,
+    /// Attach/run: the row's flow, when the drawing (the textbook's
+    /// direction) is not it.
+    pub note: Option<String>,
 }
 
 /// One method's diagram.
@@ -146,6 +149,8 @@ pub struct Diagram<'a> {
     pub focus: Option<HopKind>,
     /// Mode switches per chunk: theory and measured.
     pub switches: Switches,
+    /// Said in the title, after the method (attach/run: the row's flow).
+    pub note: Option<&'a str>,
 }
 
 const fn uses_user_buffer(m: Method) -> bool {
@@ -242,7 +247,10 @@ impl Diagram<'_> {
 
 impl Widget for Diagram<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
-        let block = Block::bordered().title(format!(" {} ", self.method.name()));
+        let block = Block::bordered().title(match self.note {
+            Some(n) => format!(" {} {n} ", self.method.name()),
+            None => format!(" {} ", self.method.name()),
+        });
         let inner = block.inner(area);
         block.render(area, buf);
         if self.hops.is_empty() {
@@ -441,6 +449,29 @@ pub struct DiagramView<'a>(pub &'a App);
 
 /// Builds the diagram inputs for method `index` of the app.
 pub fn diagram_parts(app: &App, index: usize) -> Option<DiagramParts> {
+    if let Some(rows) = app.trace_rows() {
+        // Attach/run: the selected row's method, lit with its totals.
+        let r = rows.get(index)?;
+        let flow = r.flow();
+        let drawn_as_is = matches!(
+            (r.source, r.destination),
+            (FdKind::File, d) if d.is_socket()
+        ) || r.flow() == "-";
+        return Some(DiagramParts {
+            method: r.method,
+            hops: hops(r.method, Some(&r.measured)),
+            switches: (theory(r.method).map(|t| t.mode_switches_per_chunk), None),
+            note: Some(if drawn_as_is || !uses_user_buffer(r.method) {
+                format!("{flow} ({})", r.comm)
+            } else {
+                format!(
+                    "{flow} ({}): drawn in the textbook's file>socket direction, \
+                     the counts are this row's",
+                    r.comm
+                )
+            }),
+        });
+    }
     let m = app.methods().get(index)?.method;
     let r = app.result(index);
     let meas = r.and_then(|r| r.sender);
@@ -450,6 +481,7 @@ pub fn diagram_parts(app: &App, index: usize) -> Option<DiagramParts> {
         method: m,
         hops: hops(m, meas.as_ref()),
         switches: (th, me),
+        note: None,
     })
 }
 
@@ -499,6 +531,7 @@ impl Widget for DiagramView<'_> {
                     hops: &p.hops,
                     focus: None,
                     switches: p.switches,
+                    note: p.note.as_deref(),
                 }
                 .render(*col, buf);
             }
@@ -515,6 +548,40 @@ mod tests {
         app::{AppEvent, View, tests::app_with_read_write},
         ui::tests::render,
     };
+
+    /// Attach/run: the copy path is the selected row's, lit with its
+    /// totals, and a download says it is drawn in the textbook's direction.
+    #[test]
+    fn trace_rows_draw_their_method_with_their_flow_in_the_title() {
+        let mut c = zctrace_common::Counters::ZERO;
+        c.v[zctrace_common::counter::SYSCALLS] = 1024;
+        c.v[zctrace_common::counter::K2U_DERIVED] = 32 << 20;
+        c.v[zctrace_common::counter::U2K_DERIVED] = 32 << 20;
+        let m = Measured::from_counters(&c, crate::model::HookSet::default());
+        let row = crate::trace::Row {
+            pid: 42,
+            tid: None,
+            comm: "curl".into(),
+            exited: false,
+            method: Method::ReadWrite,
+            source: FdKind::Tcp,
+            destination: FdKind::File,
+            measured: m,
+        };
+        let mut a = App::for_trace(Vec::new(), "k".into(), "run curl".into());
+        a.update(crate::app::tests::sample(None, vec![row], Vec::new()));
+        a.view = View::Diagram;
+        let screen = render(&a, 120, 30);
+        assert!(
+            screen.contains("read-write tcp>file (curl): drawn in the textbook's"),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("32.0M"),
+            "the row's bytes on the arrows: {screen}"
+        );
+        assert!(!screen.contains("not a transfer method"), "{screen}");
+    }
 
     #[test]
     fn read_write_has_four_copies_and_sendfile_two() {
@@ -546,6 +613,7 @@ mod tests {
             hops: &hops,
             focus: None,
             switches: (Some(4), Some(4.0)),
+            note: None,
         }
         .render(area, &mut buf);
         let mut want = Buffer::with_lines([

@@ -275,12 +275,11 @@ fn trace_table(app: &App, rows: &[crate::trace::Row], area: Rect, buf: &mut Buff
         let m = &r.measured;
         let c = &m.cpu_copy_bytes;
         let comm = r.label();
-        let mut cells = vec![
-            r.pid.to_string(),
-            comm,
-            r.method.name().to_owned(),
-            m.syscalls.to_string(),
-        ];
+        let mut cells = vec![r.pid.to_string(), comm, r.method.name().to_owned()];
+        if wide {
+            cells.push(r.flow());
+        }
+        cells.push(m.syscalls.to_string());
         if wide {
             cells.push(m.mode_switches.to_string());
         }
@@ -298,13 +297,18 @@ fn trace_table(app: &App, rows: &[crate::trace::Row], area: Rect, buf: &mut Buff
             row
         }
     });
-    let mut header = vec!["PID", "COMM", "METHOD", "SYSCALLS"];
+    let mut header = vec!["PID", "COMM", "METHOD"];
     let mut widths = vec![
         Constraint::Length(7),
         Constraint::Length(10),
         Constraint::Length(15),
-        Constraint::Length(8),
     ];
+    if wide {
+        header.push("FLOW");
+        widths.push(Constraint::Length(13));
+    }
+    header.push("SYSCALLS");
+    widths.push(Constraint::Length(8));
     if wide {
         header.push("MODE-SW");
         widths.push(Constraint::Length(8));
@@ -328,9 +332,10 @@ fn trace_table(app: &App, rows: &[crate::trace::Row], area: Rect, buf: &mut Buff
             let m = &r.measured;
             let c = &m.cpu_copy_bytes;
             let mut v = vec![Line::from(format!(
-                "{} in {} (pid {}): {} syscalls, {} mode switches, {}/{} context switches (vol/invol), \
-                 {} kernel->kernel",
+                "{} {} in {} (pid {}): {} syscalls, {} mode switches, {}/{} context switches \
+                 (vol/invol), {} kernel->kernel",
                 r.method.name(),
+                r.flow(),
                 r.comm,
                 r.pid,
                 m.syscalls,

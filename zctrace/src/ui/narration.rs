@@ -280,7 +280,7 @@ impl Widget for NarrationView<'_> {
         let Some(p) = diagram_parts(app, app.selected) else {
             return;
         };
-        let (method, hops, switches) = (p.method, p.hops, p.switches);
+        let (method, hops, switches, note) = (p.method, p.hops, p.switches, p.note);
         let all = steps(method);
         let cur = if all.is_empty() {
             0
@@ -296,6 +296,7 @@ impl Widget for NarrationView<'_> {
             hops: &hops,
             focus,
             switches,
+            note: note.as_deref(),
         }
         .render(top, buf);
         // Small terminals: the previous, current and next step only, so the
