@@ -136,9 +136,11 @@ pub struct DiagramParts {
     pub method: Method,
     pub hops: Vec<Hop>,
     pub switches: Switches,
-    /// Attach/run: the row's flow, when the drawing (the textbook's
-    /// direction) is not it.
+    /// Attach/run: the row's flow, said in the title.
     pub note: Option<String>,
+    /// Drawn the other way round: the source (a socket) on the left going
+    /// up, the destination (a file) on the right going down: a download.
+    pub reversed: bool,
 }
 
 /// One method's diagram.
@@ -151,6 +153,8 @@ pub struct Diagram<'a> {
     pub switches: Switches,
     /// Said in the title, after the method (attach/run: the row's flow).
     pub note: Option<&'a str>,
+    /// See [`DiagramParts::reversed`].
+    pub reversed: bool,
 }
 
 const fn uses_user_buffer(m: Method) -> bool {
@@ -354,6 +358,7 @@ impl Widget for Diagram<'_> {
         // Kernel buffers.
         let (kl, kr) = match self.method {
             Method::CopyFileRange => ("page cache (source)", "page cache (copy)"),
+            _ if self.reversed => ("socket buffer", "page cache"),
             _ => ("page cache", "socket buffer"),
         };
         let ky = y + 7;
@@ -364,6 +369,7 @@ impl Widget for Diagram<'_> {
         put(buf, inner, x0, hy - 1, "hardware", Style::new().italic());
         let (hl, hr) = match self.method {
             Method::CopyFileRange => ("disk", "disk"),
+            _ if self.reversed => ("NIC", "disk"),
             _ => ("disk", "NIC"),
         };
         boxed(buf, left(hy, 3), hl, true);
@@ -453,15 +459,30 @@ pub fn diagram_parts(app: &App, index: usize) -> Option<DiagramParts> {
         // Attach/run: the selected row's method, lit with its totals.
         let r = rows.get(index)?;
         let flow = r.flow();
-        let drawn_as_is = matches!(
-            (r.source, r.destination),
-            (FdKind::File, d) if d.is_socket()
-        ) || r.flow() == "-";
+        let textbook = matches!((r.source, r.destination), (FdKind::File, d) if d.is_socket())
+            || flow == "-"
+            || !uses_user_buffer(r.method);
+        // A download (socket -> user buffer -> page cache) is drawn the
+        // other way round; other flows are drawn as the textbook's.
+        let download =
+            r.method == Method::ReadWrite && r.source.is_socket() && r.destination == FdKind::File;
+        let mut hops = hops(r.method, Some(&r.measured));
+        if download {
+            // The left column's DMA is the NIC's, the right one's the disk
+            // write.
+            for h in &mut hops {
+                match h.kind {
+                    HopKind::DiskToCache => h.bytes = Some(r.measured.dma_bytes.nic),
+                    HopKind::SocketToNic => h.bytes = Some(r.measured.dma_bytes.disk_write),
+                    _ => {}
+                }
+            }
+        }
         return Some(DiagramParts {
             method: r.method,
-            hops: hops(r.method, Some(&r.measured)),
+            hops,
             switches: (theory(r.method).map(|t| t.mode_switches_per_chunk), None),
-            note: Some(if drawn_as_is || !uses_user_buffer(r.method) {
+            note: Some(if textbook || download {
                 format!("{flow} ({})", r.comm)
             } else {
                 format!(
@@ -470,6 +491,7 @@ pub fn diagram_parts(app: &App, index: usize) -> Option<DiagramParts> {
                     r.comm
                 )
             }),
+            reversed: download,
         });
     }
     let m = app.methods().get(index)?.method;
@@ -482,6 +504,7 @@ pub fn diagram_parts(app: &App, index: usize) -> Option<DiagramParts> {
         hops: hops(m, meas.as_ref()),
         switches: (th, me),
         note: None,
+        reversed: false,
     })
 }
 
@@ -532,6 +555,7 @@ impl Widget for DiagramView<'_> {
                     focus: None,
                     switches: p.switches,
                     note: p.note.as_deref(),
+                    reversed: p.reversed,
                 }
                 .render(*col, buf);
             }
@@ -572,15 +596,22 @@ mod tests {
         a.update(crate::app::tests::sample(None, vec![row], Vec::new()));
         a.view = View::Diagram;
         let screen = render(&a, 120, 30);
+        assert!(screen.contains("read-write tcp>file (curl)"), "{screen}");
+        assert!(!screen.contains("textbook's file>socket"), "{screen}");
         assert!(
-            screen.contains("read-write tcp>file (curl): drawn in the textbook's"),
-            "{screen}"
-        );
-        assert!(
-            screen.contains("32.0M"),
+            screen.contains("CPU copy 32.0M"),
             "the row's bytes on the arrows: {screen}"
         );
-        assert!(!screen.contains("not a transfer method"), "{screen}");
+        // Drawn as a download: the socket buffer and the NIC on the left
+        // (the source, arrows up), the page cache and the disk on the right.
+        let left_of = |a: &str, b: &str| {
+            screen
+                .lines()
+                .find(|l| l.contains(a) && l.contains(b))
+                .is_some_and(|l| l.find(a) < l.find(b))
+        };
+        assert!(left_of("socket buffer", "page cache"), "{screen}");
+        assert!(left_of("NIC", "disk"), "{screen}");
     }
 
     #[test]
@@ -614,6 +645,7 @@ mod tests {
             focus: None,
             switches: (Some(4), Some(4.0)),
             note: None,
+            reversed: false,
         }
         .render(area, &mut buf);
         let mut want = Buffer::with_lines([

@@ -280,7 +280,8 @@ impl Widget for NarrationView<'_> {
         let Some(p) = diagram_parts(app, app.selected) else {
             return;
         };
-        let (method, hops, switches, note) = (p.method, p.hops, p.switches, p.note);
+        let (method, hops, switches, note, reversed) =
+            (p.method, p.hops, p.switches, p.note, p.reversed);
         let all = steps(method);
         let cur = if all.is_empty() {
             0
@@ -297,6 +298,7 @@ impl Widget for NarrationView<'_> {
             focus,
             switches,
             note: note.as_deref(),
+            reversed,
         }
         .render(top, buf);
         // Small terminals: the previous, current and next step only, so the
