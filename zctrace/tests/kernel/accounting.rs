@@ -117,63 +117,6 @@ fn a_full_row_map_falls_back_and_declares_it_to_the_byte() {
     assert!(rows.iter().any(|r| r["tid"].as_u64().is_some()), "{rows:?}");
 }
 
-/// Serves `s`'s big.bin over HTTP with nginx on loopback; killed on drop.
-struct Nginx {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn nginx(s: &Scratch) -> Nginx {
-    let port = free_port();
-    let prefix = s.path("");
-    let conf = s.path("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off; master_process off; worker_processes 1;\n\
-             error_log {prefix}/nginx-error.log; pid {prefix}/nginx.pid;\n\
-             events {{ worker_connections 16; }}\n\
-             http {{ access_log off; client_body_temp_path {prefix}; proxy_temp_path {prefix};\n\
-               fastcgi_temp_path {prefix}; uwsgi_temp_path {prefix}; scgi_temp_path {prefix};\n\
-               server {{ listen 127.0.0.1:{port}; root {prefix}; }} }}\n"
-        ),
-    )
-    .expect("nginx.conf");
-    let child = Command::new("nginx")
-        .args(["-c", &conf, "-p", &prefix])
-        .spawn()
-        .expect("nginx (cargo xtask setup installs nginx-light)");
-    let url = format!("http://127.0.0.1:{port}/big.bin");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-r", "0-0", &url])
-        .status()
-        .map_or(true, |st| !st.success())
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nginx did not come up"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Nginx { child, url }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("free port")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// The one row of `comm`'s `method` with this flow.
 fn flow_row<'a>(rows: &'a [Value], comm: &str, method: &str, src: &str, dst: &str) -> &'a Value {
     let found: Vec<_> = rows_of(rows, comm, method)
@@ -188,7 +131,7 @@ fn flow_row<'a>(rows: &'a [Value], comm: &str, method: &str, src: &str, dst: &st
 #[ignore = "needs root: cargo xtask test runs it"]
 fn curl_downloading_a_file_is_read_write_from_tcp_to_a_file() {
     let s = Scratch::new();
-    let server = nginx(&s);
+    let server = Nginx::start(&s, true);
     let out = s.path("download.bin");
     let (code, rows) = run_traced(&s, &["curl", "-s", "-o", &out, &server.url]);
     assert_eq!(code, Some(0));

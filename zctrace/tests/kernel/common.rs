@@ -300,3 +300,76 @@ impl Drop for Tmux {
             .status();
     }
 }
+
+/// nginx serving a scratch directory's big.bin on loopback (one process,
+/// `sendfile` on or off), answering before this returns; killed on drop.
+pub struct Nginx {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Nginx {
+    pub fn start(s: &Scratch, sendfile: bool) -> Nginx {
+        let port = free_port();
+        let prefix = s.path("");
+        let conf = s.path(&format!("nginx-{sendfile}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off; master_process off; worker_processes 1;\n\
+                 error_log {prefix}/nginx-error.log; pid {prefix}/nginx.pid;\n\
+                 events {{ worker_connections 16; }}\n\
+                 http {{ access_log off; sendfile {}; \n\
+                   client_body_temp_path {prefix}; proxy_temp_path {prefix}; fastcgi_temp_path {prefix};\n\
+                   uwsgi_temp_path {prefix}; scgi_temp_path {prefix};\n\
+                   server {{ listen 127.0.0.1:{port}; root {prefix}; }} }}\n",
+                if sendfile { "on" } else { "off" }
+            ),
+        )
+        .expect("nginx.conf");
+        let child = Command::new("nginx")
+            .args(["-c", &conf, "-p", &prefix])
+            .spawn()
+            .expect("nginx (cargo xtask setup installs nginx-light)");
+        let url = format!("http://127.0.0.1:{port}/big.bin");
+        // Wait until it answers, so startup is not measured.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-r", "0-0", &url])
+            .status()
+            .map_or(true, |st| !st.success())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx did not come up on {url}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Nginx { child, url }
+    }
+
+    /// Stops it with SIGTERM (an attached zctrace then reports its end).
+    pub fn stop(&mut self) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP port nobody listens on (now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}

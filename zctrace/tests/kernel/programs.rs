@@ -8,47 +8,10 @@ use std::process::Command;
 /// and downloads it once with curl while `zctrace attach` watches the
 /// server by PID. Returns the server's final rows.
 fn nginx_download(s: &Scratch, sendfile: bool) -> Vec<Value> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("free port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let prefix = s.path("");
-    let conf = s.path(&format!("nginx-{sendfile}.conf"));
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off; master_process off; worker_processes 1;\n\
-             error_log {prefix}/nginx-error.log; pid {prefix}/nginx.pid;\n\
-             events {{ worker_connections 16; }}\n\
-             http {{ access_log off; sendfile {}; \n\
-               client_body_temp_path {prefix}; proxy_temp_path {prefix}; fastcgi_temp_path {prefix};\n\
-               uwsgi_temp_path {prefix}; scgi_temp_path {prefix};\n\
-               server {{ listen 127.0.0.1:{port}; root {prefix}; }} }}\n",
-            if sendfile { "on" } else { "off" }
-        ),
-    )
-    .expect("nginx.conf");
-    let mut server = Command::new("nginx")
-        .args(["-c", &conf, "-p", &prefix])
-        .spawn()
-        .expect("nginx (cargo xtask setup installs nginx-light)");
-    let url = format!("http://127.0.0.1:{port}/big.bin");
-    // Wait until it answers before attaching, so startup is not measured.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-r", "0-0", &url])
-        .status()
-        .map_or(true, |st| !st.success())
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nginx did not come up on {url}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let mut server = Nginx::start(s, sendfile);
+    let url = server.url.clone();
     let report = s.path(&format!("nginx-{sendfile}.jsonl"));
-    let pid = server.id().to_string();
+    let pid = server.child.id().to_string();
     let zc = spawn_attach(&pid, &report);
     let got = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{size_download}", &url])
@@ -60,11 +23,7 @@ fn nginx_download(s: &Scratch, sendfile: bool) -> Vec<Value> {
         "downloaded bytes"
     );
     // Stop the server: attach reports its final numbers when it exits.
-    let _ = rustix::process::kill_process(
-        rustix::process::Pid::from_child(&server),
-        rustix::process::Signal::TERM,
-    );
-    let _ = server.wait();
+    server.stop();
     let out = zc.wait_with_output().expect("zctrace");
     assert!(out.status.success());
     final_rows(&report, &out)
