@@ -485,11 +485,8 @@ pub fn diagram_parts(app: &App, index: usize) -> Option<DiagramParts> {
             note: Some(if textbook || download {
                 format!("{flow} ({})", r.comm)
             } else {
-                format!(
-                    "{flow} ({}): drawn in the textbook's file>socket direction, \
-                     the counts are this row's",
-                    r.comm
-                )
+                // Short: the title must fit 80 columns.
+                format!("{flow} ({}), drawn as file>socket", r.comm)
             }),
             reversed: download,
         });
@@ -597,7 +594,7 @@ mod tests {
         a.view = View::Diagram;
         let screen = render(&a, 120, 30);
         assert!(screen.contains("read-write tcp>file (curl)"), "{screen}");
-        assert!(!screen.contains("textbook's file>socket"), "{screen}");
+        assert!(!screen.contains("drawn as file>socket"), "{screen}");
         assert!(
             screen.contains("CPU copy 32.0M"),
             "the row's bytes on the arrows: {screen}"
