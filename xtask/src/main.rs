@@ -9,8 +9,8 @@ use std::{
     env,
     ffi::OsString,
     path::{Path, PathBuf},
-    process::{Command, ExitCode},
-    time::Instant,
+    process::{Command, ExitCode, Stdio},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -38,6 +38,9 @@ const APT_PACKAGES: &[&str] = &[
     // files, socat copying a file to TCP.
     "rsync",
     "socat",
+    // `--metrics`: a real Prometheus server scrapes zctrace, and promtool
+    // checks the exposition and the example scrape config.
+    "prometheus",
     // Builds the many-threads workload (tests/kernel/threads.c).
     "gcc",
 ];
@@ -69,6 +72,10 @@ enum Cmd {
         /// tracers run at most 5 and 3).
         #[arg(long, default_value_t = 11)]
         rounds: usize,
+        /// Only regenerate BENCHMARKS.md's "Tracing every process" section
+        /// (its measurements take about a minute).
+        #[arg(long)]
+        machine_only: bool,
     },
     /// Boot Debian's 6.1 and 6.12 kernels in QEMU and run zctrace's probe
     /// self-test inside each.
@@ -94,7 +101,14 @@ fn main() -> ExitCode {
         Cmd::Setup => setup().map(|_| ()),
         Cmd::Test { args } => test(&args),
         Cmd::Demo { args } => demo(&args),
-        Cmd::Bench { rounds } => bench(rounds),
+        Cmd::Bench {
+            rounds,
+            machine_only: false,
+        } => bench(rounds),
+        Cmd::Bench {
+            rounds,
+            machine_only: true,
+        } => bench_machine_only(rounds),
         Cmd::VmTest {
             kernel,
             require_hook,
@@ -826,11 +840,154 @@ fn bench(rounds: usize) -> Result<()> {
         median(&load)
     );
     doc += &hook_costs(&bin, &workloads)?;
+    doc += &machine_wide(&bin, rounds.min(7))?;
     doc += &throughput_table(&bin, rounds.min(3))?;
     let path = workspace_root().join("BENCHMARKS.md");
     std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("xtask: wrote {}", path.display());
     Ok(())
+}
+
+/// The title of BENCHMARKS.md's section written by `machine_wide`.
+const MACHINE_SECTION: &str = "## Tracing every process";
+
+/// `bench --machine-only`: measures `machine_wide` alone and replaces that
+/// section of BENCHMARKS.md (the rest, from the last full run, stays).
+fn bench_machine_only(rounds: usize) -> Result<()> {
+    setup()?;
+    let bin = build_release(&["bench"])?.display().to_string();
+    let section = machine_wide(&bin, rounds.min(7))?;
+    let path = workspace_root().join("BENCHMARKS.md");
+    let doc = std::fs::read_to_string(&path).unwrap_or_default();
+    let doc = match doc.find(&format!("\n{MACHINE_SECTION}")) {
+        Some(start) => {
+            let rest = &doc[start + 1..];
+            let end = rest[MACHINE_SECTION.len()..]
+                .find("\n## ")
+                .map_or(doc.len(), |e| start + 1 + MACHINE_SECTION.len() + e);
+            format!("{}{section}{}", &doc[..start], &doc[end..])
+        }
+        None => {
+            // Before the throughput table, where a full run puts it.
+            match doc.find("\n## Throughput of the demo methods") {
+                Some(at) => format!("{}{section}{}", &doc[..at], &doc[at..]),
+                None => doc + &section,
+            }
+        }
+    };
+    std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("xtask: rewrote the \"{MACHINE_SECTION}\" section of {}", path.display());
+    Ok(())
+}
+
+/// What zctrace costs the whole machine: an untraced `dd bs=4k` pinned to
+/// one CPU, bare, while `zctrace attach` traces one idle process (every
+/// process pays the probes' early exit), and while `zctrace top` traces
+/// every process (dd pays the full path); and top's own CPU.
+fn machine_wide(bin: &str, rounds: usize) -> Result<String> {
+    let pin = pin_prefix();
+    let dd: Vec<String> = pin
+        .iter()
+        .cloned()
+        .chain(
+            [
+                "/usr/bin/dd",
+                "if=/dev/zero",
+                "of=/dev/null",
+                "bs=4k",
+                "count=200000",
+            ]
+            .map(String::from),
+        )
+        .collect();
+    let mut idle = Command::new("sleep").arg("100000").spawn()?;
+    let idle_pid = idle.id().to_string();
+    let modes: [(&str, Vec<&str>); 3] = [
+        ("bare", vec![]),
+        (
+            "zctrace attach (one idle process traced; dd untraced)",
+            vec!["attach", &idle_pid, "--no-tui", "-o", "/dev/null"],
+        ),
+        (
+            "zctrace top (every process traced, dd too)",
+            vec!["top", "--no-tui", "-o", "/dev/null", "--interval", "1s"],
+        ),
+    ];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let mut top_cpu: Vec<f64> = Vec::new();
+    let result = (|| -> Result<()> {
+        for _ in 0..rounds {
+            for (i, (_, args)) in modes.iter().enumerate() {
+                let tracer = if args.is_empty() {
+                    None
+                } else {
+                    let child = Command::new(bin)
+                        .args(args)
+                        .env("ZCTRACE_REPORT_CPU", "1")
+                        .stderr(Stdio::piped())
+                        .spawn()?;
+                    // Loaded and attached (about 0.3 s here), and a first
+                    // sample taken.
+                    std::thread::sleep(Duration::from_millis(1500));
+                    Some((child, Instant::now()))
+                };
+                let out = Command::new(&dd[0]).args(&dd[1..]).output()?;
+                let text = String::from_utf8_lossy(&out.stderr);
+                let secs = dd_seconds(&text).ok_or_else(|| anyhow!("no timing from dd: {text}"))?;
+                samples[i].push(secs);
+                if let Some((child, since)) = tracer {
+                    let pid = child.id().to_string();
+                    run(Command::new("kill").args(["-TERM", &pid]))?;
+                    let out = child.wait_with_output()?;
+                    let text = String::from_utf8_lossy(&out.stderr);
+                    if i == 2
+                        && let Some(ms) = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("zctrace-own-cpu-ms "))
+                    {
+                        // Its CPU per second of running, start-up
+                        // included.
+                        top_cpu.push(ms.trim().parse::<f64>().unwrap_or(0.0) / since.elapsed().as_secs_f64().max(1e-3));
+                    }
+                }
+            }
+        }
+        Ok(())
+    })();
+    let _ = idle.kill();
+    let _ = idle.wait();
+    result?;
+    let bare = median(&samples[0]);
+    let mut doc = format!(
+        "\n{MACHINE_SECTION}\n\n`dd if=/dev/zero of=/dev/null bs=4k count=200000` (400,000 syscalls), \
+         pinned to one CPU (`{}`), median of {rounds} interleaved rounds; the tracer is started before each \
+         run and stopped after it. While `zctrace attach` traces one idle process, dd is not traced but \
+         still enters the probes on each syscall, which turn it away early: the tax every untraced \
+         process on the host pays. `zctrace top` traces every process: dd takes the full path, and so \
+         does everything else the machine runs.\n\n\
+         | mode | runs | median ms | min - max ms | vs bare |\n|---|---|---|---|---|\n",
+        pin.join(" ")
+    );
+    for ((name, _), s) in modes.iter().zip(&samples) {
+        let (lo, hi) = s
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        doc += &format!(
+            "| {name} | {} | {:.1} | {:.1} - {:.1} | {:.2}x |\n",
+            s.len(),
+            median(s) * 1e3,
+            lo * 1e3,
+            hi * 1e3,
+            median(s) / bare
+        );
+    }
+    doc += &format!(
+        "\n`zctrace top`'s own CPU while it ran (start-up included, about 1.5 s plus dd's run, one \
+         sample a second): {:.0} ms per second, {:.1}% of one core.\n",
+        median(&top_cpu),
+        median(&top_cpu) / 10.0
+    );
+    Ok(doc)
 }
 
 /// What each of zctrace's programs costs per run, as the kernel itself

@@ -305,7 +305,12 @@ pub struct Settings {
     /// threads); otherwise per process, which bounds the rows by processes
     /// x methods, not threads.
     pub per_thread: u32,
-    pub _pad: u32,
+    /// With a cgroup target: its depth in the cgroup v2 hierarchy (the
+    /// root is 0).
+    pub cgroup_level: u32,
+    /// Trace the processes in this cgroup v2 and its descendants (its id:
+    /// the inode number of its directory); 0 for no cgroup target.
+    pub cgroup_id: u64,
 }
 
 const _: () = {
@@ -315,7 +320,7 @@ const _: () = {
     // Three 64-bit fields, six u32s, a 16-byte name.
     assert!(size_of::<Event>() == 64 && align_of::<Event>() == 8);
     assert!(size_of::<KernelLayout>() == 4 * 28);
-    assert!(size_of::<Settings>() == 16);
+    assert!(size_of::<Settings>() == 24 && align_of::<Settings>() == 8);
 };
 
 #[cfg(feature = "user")]
@@ -333,6 +338,7 @@ mod user {
     unsafe impl aya::Pod for Event {}
     // SAFETY: as above: only u32 fields.
     unsafe impl aya::Pod for KernelLayout {}
-    // SAFETY: as above: only u32 fields.
+    // SAFETY: as above: four u32s then a u64: 24 bytes, no gaps (asserted
+    // above).
     unsafe impl aya::Pod for Settings {}
 }

@@ -57,6 +57,11 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     sched::try_exit(&ctx).map_or(0, |()| 0)
 }
 
+#[raw_tracepoint(tracepoint = "cgroup_attach_task")]
+pub fn cgroup_attach_task(_ctx: RawTracePointContext) -> i32 {
+    sched::try_cgroup_attach().map_or(0, |()| 0)
+}
+
 #[raw_tracepoint(tracepoint = "page_fault_user")]
 pub fn page_fault_user(ctx: RawTracePointContext) -> i32 {
     sched::try_fault(&ctx, zctrace_common::counter::FAULTS_USER).map_or(0, |()| 0)

@@ -10,8 +10,8 @@ use zctrace_common::{Event, counter, event_kind, stat};
 use crate::{
     kernel::{current_comm, layout, read},
     state::{
-        TRACED, add, bump, current_traced, emit, exiting_state, row_ptr, settings, stat_add,
-        task_regs, traced_at,
+        TRACED, add, bump, bump_generation, current_traced, emit, exiting_state, row_ptr, settings,
+        stat_add, task_regs, traced_at,
     },
 };
 
@@ -104,17 +104,25 @@ pub fn try_exit(_ctx: &RawTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // A call that never returns (exit, exit_group) is counted here.
+    let mut traced = false;
     exiting_state(|st| {
+        traced = true;
         if st.call != zctrace_common::Call::None as u32
             && let Some(r) = row_ptr(st.row)
         {
             add(r, counter::SYSCALLS, 1);
         }
     });
-    if tid != tgid || TRACED.get_ptr(tgid).is_none() {
+    if tid != tgid {
         return Ok(());
     }
-    if settings().trace_all == 0 {
+    // In the traced set, or traced for another reason (every process, a
+    // cgroup): userspace learns the name it died with and retires its rows.
+    let listed = TRACED.get_ptr(tgid).is_some();
+    if !listed && !traced {
+        return Ok(());
+    }
+    if listed && settings().trace_all == 0 {
         let _ = TRACED.remove(tgid);
     }
     emit(&Event {
@@ -129,5 +137,16 @@ pub fn try_exit(_ctx: &RawTracePointContext) -> Result<(), ()> {
         in_kind: 0,
         comm: current_comm(),
     });
+    Ok(())
+}
+
+/// `cgroup_attach_task(dst, path, task, threadgroup)`: a task moved to
+/// another cgroup. With a cgroup target, every thread checks again whether
+/// it is in the target's subtree (a process moved in is traced from its
+/// next syscall, one moved out no longer).
+pub fn try_cgroup_attach() -> Result<(), ()> {
+    if settings().cgroup_id != 0 {
+        bump_generation();
+    }
     Ok(())
 }

@@ -14,8 +14,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{
-            bpf_get_current_task_btf, bpf_task_pt_regs, bpf_task_storage_delete,
-            bpf_task_storage_get,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_task_pt_regs,
+            bpf_task_storage_delete, bpf_task_storage_get,
         },
     },
     macros::{btf_map, map},
@@ -142,7 +142,8 @@ static SETTINGS: Settings = Settings {
     trace_all: 0,
     follow_forks: 0,
     per_thread: 0,
-    _pad: 0,
+    cgroup_level: 0,
+    cgroup_id: 0,
 };
 
 #[inline(always)]
@@ -165,6 +166,17 @@ pub struct Task {
 #[inline(always)]
 fn config(idx: u32) -> u32 {
     CONFIG.get(idx).copied().unwrap_or(0)
+}
+
+/// Makes every thread re-check whether it is traced at its next probe
+/// (as userspace does when it changes the traced set).
+#[inline(always)]
+pub fn bump_generation() {
+    if let Some(p) = CONFIG.get_ptr_mut(config::GENERATION) {
+        // SAFETY: a live array slot (u32), bumped atomically: other CPUs
+        // read it, and userspace or another CPU may bump it too.
+        unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, 1) };
+    }
 }
 
 /// What each CPU keeps for the programs running on it, in one cache line
@@ -324,7 +336,7 @@ fn resolve(regs: u64, idx: u32, slot: *mut ThreadState, claim: bool) -> Option<T
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // The idle task (0) is not a process anyone traces.
-    let traced = tgid != 0 && (settings().trace_all != 0 || TRACED.get_ptr(tgid).is_some());
+    let traced = tgid != 0 && wanted(tgid);
     // SAFETY: a live table value; this thread writes it only if it owns
     // it or wins its claim.
     let s = unsafe { &mut *slot };
@@ -406,6 +418,20 @@ fn resolve(regs: u64, idx: u32, slot: *mut ThreadState, claim: bool) -> Option<T
     s.tid = pid_tgid as u32;
     s.traced = 1;
     Some(task_of(st))
+}
+
+/// Whether the current thread's process is to be traced: every process,
+/// one in the traced set, or one in the target cgroup's subtree (the
+/// thread's ancestor at the target's depth is the target).
+#[inline(always)]
+fn wanted(tgid: u32) -> bool {
+    let s = settings();
+    if s.trace_all != 0 || TRACED.get_ptr(tgid).is_some() {
+        return true;
+    }
+    // SAFETY: a helper with no pointer arguments.
+    s.cgroup_id != 0
+        && unsafe { bpf_get_current_ancestor_cgroup_id(s.cgroup_level as i32) } == s.cgroup_id
 }
 
 /// Brings a state to the current generation: the rows it cached may have

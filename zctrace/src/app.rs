@@ -15,6 +15,7 @@ use crate::{
     },
     probe::{HookStatus, Stats},
     sample::{Command, Sample},
+    top::{SortKey, TopProcess, TopView},
     trace::Row,
 };
 
@@ -84,10 +85,52 @@ pub struct TraceMode {
     pub rows: Vec<Row>,
 }
 
+/// top: every process, ranked, sorted and filtered as the user asks.
+#[derive(Debug)]
+pub struct TopMode {
+    pub target: String,
+    pub view: TopView,
+    pub sort: SortKey,
+    /// Command-name filter (`/`), and whether it is being typed.
+    pub filter: String,
+    pub editing: bool,
+    /// Only processes using this method (`m`).
+    pub method: Option<Method>,
+    /// The process the user selected, kept across re-rankings (until then
+    /// the selection stays on the top row).
+    pub pid: Option<u32>,
+}
+
+impl TopMode {
+    /// The processes shown, in order.
+    pub fn list(&self) -> Vec<&TopProcess> {
+        self.view
+            .processes
+            .iter()
+            .filter(|p| crate::top::keep(p, &self.filter, self.method))
+            .collect()
+    }
+
+    /// The methods the processes use, for the `m` filter's cycle.
+    fn methods(&self) -> Vec<Method> {
+        let mut v: Vec<Method> = Vec::new();
+        for p in &self.view.processes {
+            for m in &p.methods {
+                if !v.contains(m) {
+                    v.push(*m);
+                }
+            }
+        }
+        v.sort_by_key(|m| m.name());
+        v
+    }
+}
+
 #[derive(Debug)]
 pub enum Mode {
     Demo(DemoMode),
     Trace(TraceMode),
+    Top(TopMode),
 }
 
 pub struct App {
@@ -166,18 +209,40 @@ impl App {
         Self::with_mode(mode, hooks, kernel, std::process::id())
     }
 
+    /// `zctrace top`'s dashboard: every process, ranked; rates over
+    /// `refresh`.
+    pub fn for_top(
+        hooks: Vec<HookStatus>,
+        kernel: String,
+        target: String,
+        refresh: Duration,
+    ) -> Self {
+        let mode = Mode::Top(TopMode {
+            target,
+            view: TopView::default(),
+            sort: SortKey::default(),
+            filter: String::new(),
+            editing: false,
+            method: None,
+            pid: None,
+        });
+        let mut app = Self::with_mode(mode, hooks, kernel, std::process::id());
+        app.refresh = refresh;
+        app
+    }
+
     /// The demo's methods (none in attach/run mode).
     pub fn methods(&self) -> &[DemoMethod] {
         match &self.mode {
             Mode::Demo(d) => &d.view.methods,
-            Mode::Trace(_) => &[],
+            Mode::Trace(_) | Mode::Top(_) => &[],
         }
     }
 
     pub fn demo_opts(&self) -> Option<&DemoOptions> {
         match &self.mode {
             Mode::Demo(d) => Some(&d.opts),
-            Mode::Trace(_) => None,
+            Mode::Trace(_) | Mode::Top(_) => None,
         }
     }
 
@@ -185,14 +250,34 @@ impl App {
     pub fn trace_rows(&self) -> Option<&[Row]> {
         match &self.mode {
             Mode::Trace(t) => Some(&t.rows),
+            Mode::Demo(_) | Mode::Top(_) => None,
+        }
+    }
+
+    /// top's state.
+    pub fn top(&self) -> Option<&TopMode> {
+        match &self.mode {
+            Mode::Top(t) => Some(t),
+            Mode::Demo(_) | Mode::Trace(_) => None,
+        }
+    }
+
+    /// The report row whose copy path is drawn for selectable row
+    /// `index`: attach/run's row, top's process's main row (None in the
+    /// demo, which draws its methods).
+    pub fn path_row(&self, index: usize) -> Option<&Row> {
+        match &self.mode {
+            Mode::Trace(t) => t.rows.get(index),
+            Mode::Top(t) => t.list().get(index).and_then(|p| p.main_row()),
             Mode::Demo(_) => None,
         }
     }
 
-    /// What is traced (attach/run), empty in the demo.
+    /// What is traced (attach/run, top), empty in the demo.
     pub fn target(&self) -> &str {
         match &self.mode {
             Mode::Trace(t) => &t.target,
+            Mode::Top(t) => &t.target,
             Mode::Demo(_) => "",
         }
     }
@@ -201,7 +286,7 @@ impl App {
     pub fn error(&self) -> Option<&str> {
         match &self.mode {
             Mode::Demo(d) => d.view.error.as_deref(),
-            Mode::Trace(_) => None,
+            Mode::Trace(_) | Mode::Top(_) => None,
         }
     }
 
@@ -210,6 +295,32 @@ impl App {
         match &self.mode {
             Mode::Demo(d) => d.view.methods.len(),
             Mode::Trace(t) => t.rows.len(),
+            Mode::Top(t) => t.list().len(),
+        }
+    }
+
+    /// Selects top's process `pid` where the list now has it (else the
+    /// row in range nearest the old one).
+    fn follow_selected_pid(&mut self) {
+        if let Mode::Top(t) = &self.mode
+            && let Some(pid) = t.pid
+        {
+            // A process gone (or filtered out) leaves the selection where
+            // it was.
+            if let Some(i) = t.list().iter().position(|p| p.pid == pid) {
+                self.selected = i;
+            }
+        }
+        let n = self.row_count();
+        if self.selected >= n {
+            self.selected = n.saturating_sub(1);
+        }
+    }
+
+    fn remember_selected_pid(&mut self) {
+        let selected = self.selected;
+        if let Mode::Top(t) = &mut self.mode {
+            t.pid = t.list().get(selected).map(|p| p.pid);
         }
     }
 
@@ -261,16 +372,22 @@ impl App {
                         }
                     }
                     Mode::Trace(t) => t.rows = s.processes,
+                    Mode::Top(t) => {
+                        if let Some(view) = s.top {
+                            t.view = view;
+                            crate::top::rank(&mut t.view.processes, t.sort);
+                        }
+                    }
                 }
-                let n = self.row_count();
-                if self.selected >= n {
-                    self.selected = n.saturating_sub(1);
-                }
+                self.follow_selected_pid();
                 true
             }
             AppEvent::TargetsGone(why) => {
-                if let Mode::Trace(t) = &mut self.mode {
-                    t.target = why;
+                match &mut self.mode {
+                    Mode::Trace(t) => t.target = why,
+                    // top ends only with --duration: then it closes.
+                    Mode::Top(_) => self.quit = true,
+                    Mode::Demo(_) => {}
                 }
                 true
             }
@@ -292,6 +409,56 @@ impl App {
                 self.quit = true;
             }
             return true;
+        }
+        if let Mode::Top(t) = &mut self.mode {
+            if t.editing {
+                match k.code {
+                    KeyCode::Enter => t.editing = false,
+                    KeyCode::Esc => {
+                        t.editing = false;
+                        t.filter.clear();
+                    }
+                    KeyCode::Backspace => {
+                        t.filter.pop();
+                    }
+                    KeyCode::Char(c) if !c.is_control() && t.filter.len() < 32 => t.filter.push(c),
+                    _ => return false,
+                }
+                self.follow_selected_pid();
+                return true;
+            }
+            let handled = match k.code {
+                KeyCode::Char('s') | KeyCode::Char('S') => {
+                    t.sort = t
+                        .sort
+                        .next(if k.code == KeyCode::Char('s') { 1 } else { -1 });
+                    crate::top::rank(&mut t.view.processes, t.sort);
+                    true
+                }
+                KeyCode::Char('/') => {
+                    t.editing = true;
+                    true
+                }
+                KeyCode::Char('m') => {
+                    let all = t.methods();
+                    t.method = match t.method.and_then(|m| all.iter().position(|x| *x == m)) {
+                        None => all.first().copied(),
+                        Some(i) => all.get(i + 1).copied(),
+                    };
+                    true
+                }
+                // Esc clears a filter before it quits.
+                KeyCode::Esc if !t.filter.is_empty() || t.method.is_some() => {
+                    t.filter.clear();
+                    t.method = None;
+                    true
+                }
+                _ => false,
+            };
+            if handled {
+                self.follow_selected_pid();
+                return true;
+            }
         }
         match k.code {
             KeyCode::Char('q') | KeyCode::Esc => self.quit = true,
@@ -325,6 +492,7 @@ impl App {
         }
         self.selected = (self.selected as i64 + i64::from(d)).rem_euclid(n as i64) as usize;
         self.step = 0;
+        self.remember_selected_pid();
     }
 
     fn scroll(&mut self, d: i32) {
@@ -408,6 +576,7 @@ pub mod tests {
             copy_rate: None,
             processes,
             demo,
+            top: None,
         }))
     }
 
@@ -470,6 +639,7 @@ pub mod tests {
             copy_rate: Some(5),
             processes: Vec::new(),
             demo: None,
+            top: None,
         })));
         assert!(!changed);
         assert_eq!(a.stats.events_dropped, 0);

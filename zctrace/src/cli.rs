@@ -27,6 +27,10 @@ pub enum Command {
     /// Start a command, trace it from its first instruction, report its I/O
     /// per method when it ends (on stderr), and exit with its status.
     Run(RunArgs),
+    /// Every process on the machine (or in a cgroup), ranked by the bytes
+    /// its CPU copies per second, with its syscalls, copies by direction,
+    /// page references and methods.
+    Top(TopArgs),
     /// Load the probes, report which kernel hooks attach here and why any
     /// do not, then detach.
     Hooks(HooksArgs),
@@ -108,12 +112,69 @@ pub struct TraceArgs {
     /// (method map-full) and every report says how much.
     #[arg(long, value_name = "N")]
     pub max_rows: Option<u32>,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct CgroupArgs {
+    /// Trace every process in this cgroup v2 directory and its descendants
+    /// (a systemd unit's, a container's), including processes that join
+    /// it later. `run` starts the command inside it.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct MetricsArgs {
+    /// Serve the counters for Prometheus at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9435). Nothing listens unless asked; bind to 127.0.0.1
+    /// (or a private address) unless every host that can reach it may
+    /// read which commands run here.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Label the metrics with the process id too (a series per process;
+    /// an exited process's series are summed into pid="exited").
+    #[arg(long, requires = "metrics")]
+    pub metrics_pid: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Rates over, and refresh (or report) every, this long.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub interval: Duration,
+    /// Stop after this long (e.g. 30s); default: until q or Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// One JSON object per interval, one per line: the processes active in
+    /// it, ranked.
+    #[arg(long)]
+    pub json: bool,
+    /// Print a ranked table every interval instead of the dashboard.
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Write reports to FILE instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// List at most this many processes per text report.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub limit: usize,
+    /// Size of the kernel's counter-row map (see attach).
+    #[arg(long, value_name = "N")]
+    pub max_rows: Option<u32>,
+    #[command(flatten)]
+    pub cgroup: CgroupArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct AttachArgs {
-    /// Process ids (a thread id selects its process).
-    #[arg(required = true, value_name = "PID")]
+    /// Process ids (a thread id selects its process); none with --cgroup.
+    #[arg(required_unless_present = "cgroup", value_name = "PID")]
     pub pids: Vec<u32>,
     /// Do not trace children forked after attaching.
     #[arg(long)]

@@ -10,11 +10,12 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use crate::{
-    cli::{AttachArgs, DemoArgs, HooksArgs, RunArgs, TraceArgs},
+    cgroup::Cgroup,
+    cli::{AttachArgs, CgroupArgs, DemoArgs, HooksArgs, MetricsArgs, RunArgs, TopArgs, TraceArgs},
     demo::{self, DemoOptions, methods::DEMO_METHODS, report},
     preflight,
     probe::{ProbeOptions, Probes},
-    sample::{Sampler, SamplerOptions},
+    sample::{self, Sampler, SamplerOptions},
     trace, tui,
 };
 
@@ -177,12 +178,72 @@ fn wants_dashboard(t: &TraceArgs) -> bool {
     !t.no_tui && !t.json && t.output.is_none() && std::io::stdout().is_terminal()
 }
 
-fn trace_probe_options(t: &TraceArgs) -> ProbeOptions {
+fn trace_probe_options(t: &TraceArgs, cgroup: Option<&Cgroup>) -> ProbeOptions {
     ProbeOptions {
         per_thread: t.per_thread,
         max_rows: t.max_rows,
+        cgroup: cgroup.map(|c| c.target),
         ..ProbeOptions::default()
     }
+}
+
+/// `--metrics ADDR`: the address bound before anything is loaded, or one
+/// line saying why it cannot be (exit status 1).
+fn metrics_listener(a: &MetricsArgs) -> Result<Option<std::net::TcpListener>> {
+    a.metrics
+        .map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("--metrics {addr}: cannot listen"))
+        })
+        .transpose()
+}
+
+/// The exporter, served on `listener` from its own thread (which ends with
+/// zctrace).
+fn metrics_exporter(
+    listener: Option<std::net::TcpListener>,
+    a: &MetricsArgs,
+    cgroup: Option<&Cgroup>,
+    probes: &Probes,
+) -> Result<Option<std::sync::Arc<crate::metrics::Exporter>>> {
+    let Some(listener) = listener else {
+        return Ok(None);
+    };
+    let ex = std::sync::Arc::new(crate::metrics::Exporter::new(
+        a.metrics_pid,
+        cgroup.map(|c| c.name.clone()),
+        probes.hooks(),
+    ));
+    let bound = crate::metrics::serve(listener, std::sync::Arc::clone(&ex))
+        .context("starting the metrics server")?;
+    eprintln!("zctrace: metrics at http://{bound}/metrics");
+    Ok(Some(ex))
+}
+
+/// A per-process sampler (attach, run) with the exporter if asked.
+fn process_sampler(
+    probes: Probes,
+    hide: Option<u32>,
+    metrics: Option<std::sync::Arc<crate::metrics::Exporter>>,
+) -> Sampler {
+    Sampler::new(
+        probes,
+        SamplerOptions {
+            hide,
+            processes: true,
+            retire: sample::Retire::Keep,
+            metrics,
+            ..SamplerOptions::default()
+        },
+    )
+}
+
+/// The `--cgroup` directory, checked before anything is loaded.
+fn cgroup_target(a: &CgroupArgs) -> Result<Option<Cgroup>> {
+    Ok(match &a.cgroup {
+        Some(p) => Some(crate::cgroup::resolve(p)?),
+        None => None,
+    })
 }
 
 fn trace_app(probes: &Probes, target: String) -> crate::app::App {
@@ -195,40 +256,64 @@ pub fn attach(args: &AttachArgs) -> Result<()> {
     for &pid in &args.pids {
         trace::resolve_target(pid)?;
     }
+    let cgroup = cgroup_target(&args.trace.cgroup)?;
+    let listener = metrics_listener(&args.trace.metrics)?;
     let mut probes = load_probes(ProbeOptions {
         follow_forks: !args.no_follow,
-        ..trace_probe_options(&args.trace)
+        ..trace_probe_options(&args.trace, cgroup.as_ref())
     })?;
-    if !wants_dashboard(&args.trace) {
-        return trace::attach(probes, &args.pids, &trace_options(&args.trace), &stop);
-    }
+    let metrics = metrics_exporter(listener, &args.trace.metrics, cgroup.as_ref(), &probes)?;
     let targets = trace::start_attach(&mut probes, &args.pids)?;
-    let pids: Vec<String> = args.pids.iter().map(u32::to_string).collect();
-    let app = trace_app(&probes, format!("attached to {}", pids.join(",")));
-    tui::run_trace(app, probes, stop, None, || {
-        trace::all_exited(&targets).then(|| "every traced process has exited".to_owned())
+    let sampler = process_sampler(probes, None, metrics);
+    if !wants_dashboard(&args.trace) {
+        return trace::attach(
+            sampler,
+            &targets,
+            cgroup.as_ref(),
+            &trace_options(&args.trace),
+            &stop,
+        );
+    }
+    let mut what: Vec<String> = args.pids.iter().map(u32::to_string).collect();
+    if let Some(c) = &cgroup {
+        what.push(format!("cgroup {}", c.name));
+    }
+    let app = trace_app(sampler.probes(), format!("attached to {}", what.join(",")));
+    tui::run_trace(app, sampler, sample::PERIOD, stop, || {
+        trace::targets_gone(&targets, cgroup.as_ref())
     })
 }
 
 pub fn run(args: &RunArgs) -> Result<u8> {
     let stop = stop_flag()?;
+    let cgroup = cgroup_target(&args.trace.cgroup)?;
+    let listener = metrics_listener(&args.trace.metrics)?;
     let mut probes = load_probes(ProbeOptions {
         follow_forks: true,
-        ..trace_probe_options(&args.trace)
+        ..trace_probe_options(&args.trace, cgroup.as_ref())
     })?;
+    let metrics = metrics_exporter(listener, &args.trace.metrics, cgroup.as_ref(), &probes)?;
     if !wants_dashboard(&args.trace) {
-        return trace::run(probes, &args.command, &trace_options(&args.trace), &stop);
+        return trace::run(
+            probes,
+            &args.command,
+            cgroup.as_ref(),
+            metrics,
+            &trace_options(&args.trace),
+            &stop,
+        );
     }
     // The dashboard owns the terminal: the command's output goes to a file.
     let log = std::env::temp_dir().join(format!("zctrace-run-{}.log", std::process::id()));
-    let mut child = trace::spawn_traced(&mut probes, &args.command, Some(&log))?;
+    let mut child = trace::spawn_traced(&mut probes, &args.command, Some(&log), cgroup.as_ref())?;
     let name = args
         .command
         .first()
         .map_or_else(String::new, |c| c.to_string_lossy().into_owned());
     let app = trace_app(&probes, format!("run {name} (pid {})", child.id()));
+    let sampler = process_sampler(probes, Some(std::process::id()), metrics);
     let mut status = None;
-    let shown = tui::run_trace(app, probes, stop, Some(std::process::id()), || {
+    let shown = tui::run_trace(app, sampler, sample::PERIOD, stop, || {
         if status.is_none() {
             status = child.try_wait().ok().flatten();
         }
@@ -238,6 +323,87 @@ pub fn run(args: &RunArgs) -> Result<u8> {
     eprintln!("zctrace: the command's output is in {}", log.display());
     shown?;
     Ok(code)
+}
+
+/// `zctrace top`: every process (or a cgroup's), ranked.
+pub fn top(args: &TopArgs) -> Result<()> {
+    let stop = stop_flag()?;
+    let cgroup = cgroup_target(&args.cgroup)?;
+    let listener = metrics_listener(&args.metrics)?;
+    let probes = load_probes(ProbeOptions {
+        trace_all: cgroup.is_none(),
+        cgroup: cgroup.as_ref().map(|c| c.target),
+        max_rows: args.max_rows,
+        ..ProbeOptions::default()
+    })?;
+    let target = match &cgroup {
+        Some(c) => format!("top: cgroup {}", c.name),
+        None => "top: every process".to_owned(),
+    };
+    let metrics = metrics_exporter(listener, &args.metrics, cgroup.as_ref(), &probes)?;
+    let sampler = Sampler::new(
+        probes,
+        SamplerOptions {
+            processes: true,
+            retire: sample::Retire::Aggregate,
+            top: true,
+            metrics,
+            ..SamplerOptions::default()
+        },
+    );
+    let dashboard =
+        !args.no_tui && !args.json && args.output.is_none() && std::io::stdout().is_terminal();
+    if dashboard {
+        let app = crate::app::App::for_top(
+            sampler.probes().hooks().to_vec(),
+            preflight::kernel_release(),
+            target,
+            args.interval,
+        );
+        return tui::run_trace(
+            app,
+            sampler,
+            args.interval,
+            stop,
+            duration_over(args.duration),
+        );
+    }
+    let opts = trace::TraceOptions {
+        duration: args.duration,
+        interval: Some(args.interval),
+        json: args.json,
+        output: args.output.clone(),
+    };
+    let mut out = trace::sink(&opts, false)?;
+    let mut sampler = sampler;
+    let limit = args.limit;
+    trace::watch(
+        &mut sampler,
+        &opts,
+        &stop,
+        &mut *out,
+        || Ok(false),
+        |out, started, s, fin| {
+            let Some(view) = &s.top else { return Ok(()) };
+            let elapsed = started.elapsed().as_secs_f64();
+            if args.json {
+                let line = crate::top::JsonLine::new(view, &s.stats, elapsed, fin);
+                writeln!(out, "{}", serde_json::to_string(&line)?)?;
+            } else {
+                out.write_all(crate::top::table(view, &s.stats, limit, elapsed, fin).as_bytes())?;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// For a dashboard with `--duration`: a sentence once it is over.
+fn duration_over(d: Option<std::time::Duration>) -> impl FnMut() -> Option<String> {
+    let started = std::time::Instant::now();
+    move || {
+        d.filter(|d| started.elapsed() >= *d)
+            .map(|d| format!("--duration {} s is over", d.as_secs_f64()))
+    }
 }
 
 /// Runs a method with no probes loaded; prints `elapsed_ns N` per repeat.

@@ -65,6 +65,7 @@ pub enum Hook {
     UringSubmitReq,
     UringComplete,
     UringCqeOverflow,
+    CgroupAttachTask,
     SiteFilemapRead,
     SiteShmemRead,
     SitePerformWrite,
@@ -115,7 +116,7 @@ const fn site(
 }
 
 impl Hook {
-    pub const ALL: [Hook; 22] = [
+    pub const ALL: [Hook; 23] = [
         Hook::SysEnter,
         Hook::SysExit,
         Hook::SchedSwitch,
@@ -130,6 +131,7 @@ impl Hook {
         Hook::UringSubmitReq,
         Hook::UringComplete,
         Hook::UringCqeOverflow,
+        Hook::CgroupAttachTask,
         Hook::SiteFilemapRead,
         Hook::SiteShmemRead,
         Hook::SitePerformWrite,
@@ -249,6 +251,13 @@ impl Hook {
                 Raw,
                 false,
                 "io_uring completions that overflowed the queue (counted, unattributed)",
+                Some(FLOOR_RAW),
+            ),
+            Hook::CgroupAttachTask => tracepoint(
+                "cgroup_attach_task",
+                Raw,
+                false,
+                "--cgroup: processes moved into the cgroup are traced from then on",
                 Some(FLOOR_RAW),
             ),
             Hook::SiteFilemapRead => site(

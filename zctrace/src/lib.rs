@@ -8,14 +8,17 @@
 //! `trace`'s tables and JSON, `demo::report`) only present them.
 
 pub mod app;
+pub mod cgroup;
 pub mod cli;
 pub mod commands;
 pub mod demo;
 pub mod hooks;
+pub mod metrics;
 pub mod model;
 pub mod preflight;
 pub mod probe;
 pub mod sample;
+pub mod top;
 pub mod trace;
 pub mod tui;
 pub mod ui;

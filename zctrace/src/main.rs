@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo(&args).map(|()| 0),
         Command::Attach(args) => commands::attach(&args).map(|()| 0),
         Command::Run(args) => commands::run(&args),
+        Command::Top(args) => commands::top(&args).map(|()| 0),
         Command::Hooks(args) => commands::hooks(&args).map(|()| 0),
         Command::PitfallReader { path, lease } => {
             zctrace::demo::pitfalls::reader(&path, lease).map(|()| 0)

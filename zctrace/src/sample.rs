@@ -13,6 +13,7 @@
 use std::{
     collections::BTreeMap,
     sync::{
+        Arc,
         atomic::{AtomicBool, Ordering},
         mpsc::{Receiver, RecvTimeoutError},
     },
@@ -28,8 +29,10 @@ use crate::{
         DemoOptions,
         track::{DemoEvent, DemoTracker, DemoView},
     },
+    metrics::Exporter,
     model::{HookSet, Snapshot},
     probe::{ProbeError, Probes, Stats},
+    top::{Ranker, TopView},
     trace::{self, Names, Row},
 };
 
@@ -65,6 +68,8 @@ pub struct Sample {
     pub processes: Vec<Row>,
     /// The demo's methods (demo mode).
     pub demo: Option<DemoView>,
+    /// Every process ranked (top).
+    pub top: Option<TopView>,
 }
 
 /// What to sample.
@@ -76,6 +81,27 @@ pub struct SamplerOptions {
     pub processes: bool,
     /// Track the demo's methods.
     pub demo: Option<DemoOptions>,
+    /// What becomes of the rows of processes that exit.
+    pub retire: Retire,
+    /// Rank every process (top).
+    pub top: bool,
+    /// Feed the Prometheus exporter (`--metrics`).
+    pub metrics: Option<Arc<Exporter>>,
+}
+
+/// The kernel's rows of a process that has exited are released (so a
+/// long trace of a busy machine never fills the row map, and a reused PID
+/// starts afresh); its numbers stay in userspace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Retire {
+    /// Rows stay in the kernel (the demo recycles its own).
+    #[default]
+    Never,
+    /// Kept per process, as they were (attach, run: reports list every
+    /// process, `*` once exited).
+    Keep,
+    /// Listed once more, then summed into the exited totals (top).
+    Aggregate,
 }
 
 pub struct Sampler {
@@ -92,6 +118,11 @@ pub struct Sampler {
     baseline: Snapshot,
     copy_rate: CopyRate,
     demo: Option<DemoTracker>,
+    retire: Retire,
+    /// Rows of exited processes, released from the kernel (Retire::Keep).
+    retired: Snapshot,
+    ranker: Option<Ranker>,
+    metrics: Option<Arc<Exporter>>,
 }
 
 impl Sampler {
@@ -109,11 +140,20 @@ impl Sampler {
             baseline: Snapshot::default(),
             copy_rate: CopyRate::default(),
             demo: opts.demo.map(DemoTracker::new),
+            retire: opts.retire,
+            retired: Snapshot::default(),
+            ranker: opts.top.then(|| Ranker::new(Instant::now())),
+            metrics: opts.metrics,
         }
     }
 
     pub fn probes(&self) -> &Probes {
         &self.probes
+    }
+
+    /// Whether it feeds a metrics endpoint.
+    pub fn exports(&self) -> bool {
+        self.metrics.is_some()
     }
 
     pub fn probes_mut(&mut self) -> &mut Probes {
@@ -128,8 +168,12 @@ impl Sampler {
                 }
             }
             Command::Reset => {
-                if let Ok(snap) = self.probes.snapshot() {
+                if let Ok(mut snap) = self.probes.snapshot() {
+                    snap.add(&self.retired);
                     self.baseline = snap;
+                }
+                if let Some(r) = &mut self.ranker {
+                    r.reset(Instant::now());
                 }
                 if let Some(d) = &mut self.demo {
                     d.reset();
@@ -164,11 +208,22 @@ impl Sampler {
         // Events first: exit events carry the names of processes that are
         // gone by the time their rows are listed.
         self.poll_events();
+        self.names.next_sample();
         let events = std::mem::take(&mut self.pending);
         let taken = Instant::now();
         let mut raw = self.probes.snapshot()?;
         let stats = self.probes.stats(&raw)?;
+        // Processes that have exited: the rows listed now are final.
+        let dead = match self.retire {
+            Retire::Never => Vec::new(),
+            Retire::Keep | Retire::Aggregate => self.exited(&raw),
+        };
+        raw.add(&self.retired);
         raw.rows.retain(|k, _| Some(k.tgid) != self.hide);
+        if let Some(m) = &self.metrics {
+            let cost = taken.elapsed().as_secs_f64();
+            m.update(&raw, &mut self.names, self.hooks, &stats, cost);
+        }
         let copy_rate = self.copy_rate.next(&raw, taken);
         let snap = raw.since(&self.baseline);
         let processes = if self.processes {
@@ -176,6 +231,10 @@ impl Sampler {
         } else {
             Vec::new()
         };
+        let top = self
+            .ranker
+            .as_mut()
+            .map(|r| r.update(&processes, &dead, taken));
         let demo = self
             .demo
             .as_mut()
@@ -186,6 +245,22 @@ impl Sampler {
                 self.probes.remove_rows(&doomed)?;
             }
         }
+        if !dead.is_empty() {
+            let gone = self.probes.remove_process_rows(&dead)?;
+            if self.retire == Retire::Keep {
+                for (k, c) in &gone {
+                    self.retired.rows.entry(*k).or_default().add(c);
+                }
+            } else {
+                // Summed by the ranker; the baseline and the names of
+                // these processes are of no more use (a reused PID is a
+                // new process).
+                self.baseline.rows.retain(|k, _| !dead.contains(&k.tgid));
+                for pid in &dead {
+                    self.names.forget(*pid);
+                }
+            }
+        }
         Ok(Sample {
             taken,
             stats,
@@ -193,7 +268,16 @@ impl Sampler {
             copy_rate,
             processes,
             demo,
+            top,
         })
+    }
+
+    /// The processes with rows in the kernel that have exited.
+    fn exited(&mut self, raw: &Snapshot) -> Vec<u32> {
+        let mut pids: Vec<u32> = raw.rows.keys().map(|k| k.tgid).collect();
+        pids.dedup();
+        pids.retain(|&p| p != 0 && self.names.get(p).1);
+        pids
     }
 }
 

@@ -6,7 +6,7 @@ use std::{
     ffi::OsString,
     fs::File,
     io::{self, Write},
-    os::unix::process::ExitStatusExt,
+    os::unix::process::{CommandExt as _, ExitStatusExt},
     path::Path,
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -22,7 +22,7 @@ use zctrace_common::{CounterKey, Counters, Event, FdKind, Flow, Method, event_ki
 use crate::{
     model::{HookSet, Measured, Snapshot, human_bytes},
     probe::{Probes, Stats},
-    sample::{Sample, Sampler, SamplerOptions},
+    sample::{Retire, Sample, Sampler, SamplerOptions},
 };
 
 /// A problem with the process to trace (exit status 5).
@@ -114,21 +114,40 @@ struct JsonLine<'a> {
 #[derive(Default)]
 pub struct Names {
     names: BTreeMap<u32, (String, bool)>,
+    /// Processes already looked up in /proc during this sample.
+    fresh: std::collections::BTreeSet<u32>,
 }
 
 impl Names {
     /// The current name while the process lives (it changes at exec), the
-    /// last one known after it exits.
+    /// last one known after it exits. /proc is read at most once per
+    /// process per sample (see `next_sample`).
     pub fn get(&mut self, pid: u32) -> (String, bool) {
         let entry = self.names.entry(pid).or_insert_with(|| ("?".into(), false));
-        if entry.1 {
+        if entry.1 || !self.fresh.insert(pid) {
             return entry.clone();
         }
         match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-            Ok(comm) if proc_alive(pid) => entry.0 = comm.trim().to_owned(),
-            _ => entry.1 = true,
+            Ok(comm) => {
+                // A zombie still has its name.
+                entry.0 = comm.trim().to_owned();
+                entry.1 = !proc_alive(pid);
+            }
+            Err(_) => entry.1 = true,
         }
         entry.clone()
+    }
+
+    /// A new sample: names are looked up again.
+    pub fn next_sample(&mut self) {
+        self.fresh.clear();
+    }
+
+    /// Forgets a process whose numbers have been folded elsewhere (its PID
+    /// may be reused by a new process).
+    pub fn forget(&mut self, pid: u32) {
+        self.names.remove(&pid);
+        self.fresh.remove(&pid);
     }
 
     /// From the kernel's exit event: the name the process died with.
@@ -339,7 +358,7 @@ fn table(rows: &[Row]) -> String {
 }
 
 /// The report destination.
-fn sink(opts: &TraceOptions, default_stderr: bool) -> Result<Box<dyn Write>> {
+pub fn sink(opts: &TraceOptions, default_stderr: bool) -> Result<Box<dyn Write>> {
     Ok(match &opts.output {
         Some(p) => Box::new(File::create(p).with_context(|| format!("creating {}", p.display()))?),
         None if default_stderr => Box::new(io::stderr()),
@@ -348,16 +367,19 @@ fn sink(opts: &TraceOptions, default_stderr: bool) -> Result<Box<dyn Write>> {
 }
 
 /// Samples the counters until `done()` or the duration or a signal, writing
-/// interval reports, then the final one.
-fn watch(
+/// interval reports (`emit`), then the final one.
+pub fn watch(
     sampler: &mut Sampler,
     opts: &TraceOptions,
     stop: &AtomicBool,
     out: &mut dyn Write,
     mut done: impl FnMut() -> Result<bool>,
+    mut emit: impl FnMut(&mut dyn Write, Instant, &Sample, bool) -> Result<()>,
 ) -> Result<()> {
     let started = Instant::now();
     let mut next_report = opts.interval.map(|i| started + i);
+    // The metrics endpoint needs fresh numbers between reports.
+    let mut next_metrics = sampler.exports().then_some(started);
     let tick = Duration::from_millis(50);
     loop {
         sampler.poll_events();
@@ -365,9 +387,18 @@ fn watch(
             || stop.load(Ordering::Relaxed)
             || opts.duration.is_some_and(|d| started.elapsed() >= d);
         let due = next_report.is_some_and(|t| Instant::now() >= t);
+        if !finished
+            && !due
+            && let Some(t) = next_metrics.as_mut()
+            && Instant::now() >= *t
+        {
+            sampler.sample()?;
+            *t += crate::metrics::PERIOD;
+        }
         if finished || due {
             let sample = sampler.sample()?;
-            report(out, opts, started, &sample, finished)?;
+            emit(out, started, &sample, finished)?;
+            out.flush()?;
             if let (Some(t), Some(i)) = (next_report.as_mut(), opts.interval) {
                 *t += i;
             }
@@ -379,19 +410,7 @@ fn watch(
     }
 }
 
-/// A sampler of per-process rows, `hide` left out.
-fn process_sampler(probes: Probes, hide: Option<u32>) -> Sampler {
-    Sampler::new(
-        probes,
-        SamplerOptions {
-            hide,
-            processes: true,
-            demo: None,
-        },
-    )
-}
-
-fn report(
+pub fn report(
     out: &mut dyn Write,
     opts: &TraceOptions,
     started: Instant,
@@ -484,19 +503,36 @@ pub fn all_exited(targets: &[u32]) -> bool {
     targets.iter().all(|p| !proc_alive(*p))
 }
 
-/// `zctrace attach PID...` with tables or JSON.
+/// `zctrace attach PID...` (and/or `--cgroup`) with tables or JSON.
 pub fn attach(
-    mut probes: Probes,
-    pids: &[u32],
+    mut sampler: Sampler,
+    targets: &[u32],
+    cgroup: Option<&crate::cgroup::Cgroup>,
     opts: &TraceOptions,
     stop: &AtomicBool,
 ) -> Result<()> {
-    let targets = start_attach(&mut probes, pids)?;
     let mut out = sink(opts, false)?;
-    let mut sampler = process_sampler(probes, None);
-    watch(&mut sampler, opts, stop, &mut *out, || {
-        Ok(all_exited(&targets))
-    })
+    watch(
+        &mut sampler,
+        opts,
+        stop,
+        &mut *out,
+        || Ok(targets_gone(targets, cgroup).is_some()),
+        |out, started, s, fin| report(out, opts, started, s, fin),
+    )
+}
+
+/// Why an attach is over, once it is: every named process has exited and
+/// the cgroup (if any) has been removed.
+pub fn targets_gone(targets: &[u32], cgroup: Option<&crate::cgroup::Cgroup>) -> Option<String> {
+    if !all_exited(targets) {
+        return None;
+    }
+    match cgroup {
+        Some(c) if crate::cgroup::exists(c) => None,
+        Some(c) => Some(format!("cgroup {} was removed", c.name)),
+        None => Some("every traced process has exited".to_owned()),
+    }
 }
 
 /// Starts `argv` traced from its first instruction. While it is spawned,
@@ -504,7 +540,12 @@ pub fn attach(
 /// child to the traced set inside `fork()` itself; then zctrace takes itself
 /// out (its own rows are left out of reports). `quiet` sends the command's
 /// output to `log` (the dashboard owns the terminal).
-pub fn spawn_traced(probes: &mut Probes, argv: &[OsString], log: Option<&Path>) -> Result<Child> {
+pub fn spawn_traced(
+    probes: &mut Probes,
+    argv: &[OsString],
+    log: Option<&Path>,
+    cgroup: Option<&crate::cgroup::Cgroup>,
+) -> Result<Child> {
     let Some((prog, args)) = argv.split_first() else {
         bail!(TargetError(
             "no command given: zctrace run -- CMD [ARGS...]".into()
@@ -515,6 +556,14 @@ pub fn spawn_traced(probes: &mut Probes, argv: &[OsString], log: Option<&Path>) 
     if let Some(log) = log {
         let f = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         cmd.stdin(Stdio::null()).stdout(f.try_clone()?).stderr(f);
+    }
+    if let Some(c) = cgroup {
+        let procs = crate::cgroup::procs_file(c)?;
+        // SAFETY: the closure only opens and writes a file with a path made
+        // before fork (no allocation, no lock): async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || crate::cgroup::join_self(&procs));
+        }
     }
     let me = std::process::id();
     probes.trace_pid(me)?;
@@ -559,15 +608,31 @@ pub fn exit_code(status: std::process::ExitStatus) -> u8 {
 pub fn run(
     mut probes: Probes,
     argv: &[OsString],
+    cgroup: Option<&crate::cgroup::Cgroup>,
+    metrics: Option<std::sync::Arc<crate::metrics::Exporter>>,
     opts: &TraceOptions,
     stop: &AtomicBool,
 ) -> Result<u8> {
-    let mut child = spawn_traced(&mut probes, argv, None)?;
+    let mut child = spawn_traced(&mut probes, argv, None, cgroup)?;
     let mut out = sink(opts, true)?;
-    let mut sampler = process_sampler(probes, Some(std::process::id()));
-    let watched = watch(&mut sampler, opts, stop, &mut *out, || {
-        Ok(child.try_wait()?.is_some())
-    });
+    let mut sampler = Sampler::new(
+        probes,
+        SamplerOptions {
+            hide: Some(std::process::id()),
+            processes: true,
+            retire: Retire::Keep,
+            metrics,
+            ..SamplerOptions::default()
+        },
+    );
+    let watched = watch(
+        &mut sampler,
+        opts,
+        stop,
+        &mut *out,
+        || Ok(child.try_wait()?.is_some()),
+        |out, started, s, fin| report(out, opts, started, s, fin),
+    );
     let code = finish(&mut child)?;
     watched?;
     Ok(code)

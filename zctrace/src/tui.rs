@@ -94,7 +94,7 @@ pub fn run_demo(
             ..SamplerOptions::default()
         },
     );
-    let sampler = spawn_sampler(sampler, cmd_rx, &tx, &stop)?;
+    let sampler = spawn_sampler(sampler, sample::PERIOD, cmd_rx, &tx, &stop)?;
     let runner = {
         let (cmds, stop) = (cmd_tx.clone(), Arc::clone(&stop));
         thread::Builder::new()
@@ -118,22 +118,14 @@ pub fn run_demo(
 /// dashboard then stays up with the final numbers until the user quits.
 pub fn run_trace(
     mut app: App,
-    probes: Probes,
+    sampler: Sampler,
+    period: Duration,
     stop: Arc<AtomicBool>,
-    hide: Option<u32>,
     mut gone: impl FnMut() -> Option<String>,
 ) -> Result<()> {
     let (tx, rx) = mpsc::sync_channel::<AppEvent>(256);
     let (cmd_tx, cmd_rx) = mpsc::sync_channel::<Command>(256);
-    let sampler = Sampler::new(
-        probes,
-        SamplerOptions {
-            hide,
-            processes: true,
-            demo: None,
-        },
-    );
-    let sampler = spawn_sampler(sampler, cmd_rx, &tx, &stop)?;
+    let sampler = spawn_sampler(sampler, period, cmd_rx, &tx, &stop)?;
     spawn_input(&tx)?;
     drop(tx);
     let mut reported = false;
@@ -152,18 +144,15 @@ pub fn run_trace(
 /// The sampler's thread, delivering into the dashboard's channel.
 fn spawn_sampler(
     sampler: Sampler,
+    period: Duration,
     commands: mpsc::Receiver<Command>,
     tx: &SyncSender<AppEvent>,
     stop: &Arc<AtomicBool>,
 ) -> io::Result<thread::JoinHandle<()>> {
     let tx = tx.clone();
-    sample::spawn(
-        sampler,
-        sample::PERIOD,
-        commands,
-        Arc::clone(stop),
-        move |s| tx.send(AppEvent::Sample(Box::new(s))).is_ok(),
-    )
+    sample::spawn(sampler, period, commands, Arc::clone(stop), move |s| {
+        tx.send(AppEvent::Sample(Box::new(s))).is_ok()
+    })
 }
 
 /// Folds events into the app and redraws until the user quits, a signal

@@ -18,6 +18,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Adds `other`'s rows into these.
+    pub fn add(&mut self, other: &Snapshot) {
+        for (k, v) in &other.rows {
+            self.rows.entry(*k).or_default().add(v);
+        }
+    }
+
     /// Sum of the rows that match.
     pub fn sum(&self, mut keep: impl FnMut(&CounterKey) -> bool) -> Counters {
         let mut total = Counters::ZERO;

@@ -7,6 +7,22 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, Queue, RingB
 use zctrace_common::{CounterKey, Counters, OVERFLOW_ROW, config, ledger, stat};
 
 use super::{ProbeError, Probes, Stats};
+
+/// Makes row 0 the overflow row and hands out new rows from 1: before any
+/// program is attached, or the first would take row 0 for itself.
+pub(super) fn reserve_overflow_row(ebpf: &mut aya::Ebpf) -> Result<(), ProbeError> {
+    fn map<'a>(
+        ebpf: &'a mut aya::Ebpf,
+        name: &'static str,
+    ) -> Result<&'a mut aya::maps::Map, ProbeError> {
+        ebpf.map_mut(name).ok_or(ProbeError::MissingMap(name))
+    }
+    let mut index: HashMap<_, CounterKey, u32> = HashMap::try_from(map(ebpf, "ROW_INDEX")?)?;
+    index.insert(CounterKey::OVERFLOW, OVERFLOW_ROW, 0)?;
+    let mut alloc: Array<_, u64> = Array::try_from(map(ebpf, "ROW_ALLOC")?)?;
+    alloc.set(0, u64::from(OVERFLOW_ROW) + 1, 0)?;
+    Ok(())
+}
 use crate::model::{Snapshot, ledger as balance};
 
 impl Probes {
@@ -63,27 +79,40 @@ impl Probes {
         Ok(Snapshot { rows })
     }
 
-    /// Makes row 0 the overflow row (before any program can count) and
-    /// hands out new rows from 1.
-    pub(super) fn reserve_overflow_row(&mut self) -> Result<(), ProbeError> {
-        let mut index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map_mut("ROW_INDEX")?)?;
-        index.insert(CounterKey::OVERFLOW, OVERFLOW_ROW, 0)?;
-        let mut alloc: Array<_, u64> = Array::try_from(self.map_mut("ROW_ALLOC")?)?;
-        alloc.set(0, u64::from(OVERFLOW_ROW) + 1, 0)?;
-        Ok(())
-    }
-
     /// Recycles the counter rows of these threads (finished demo runs whose
     /// numbers the dashboard has kept), so `demo --loop` never runs out of
-    /// rows: each loses its index entry, is zeroed, and goes back on the
-    /// free list. What they held is remembered for the ledger's balance.
+    /// rows. See `release_rows`.
     pub fn remove_rows(&mut self, tids: &[u32]) -> Result<usize, ProbeError> {
+        Ok(self
+            .release_rows(|k| k.tid != 0 && tids.contains(&k.tid))?
+            .len())
+    }
+
+    /// Recycles the counter rows of processes that have exited (their
+    /// numbers now live in userspace): each loses its index entry, is
+    /// zeroed, and goes back on the free list. Returns what they held, read
+    /// after the index entries were removed (so no later count can be
+    /// missed); the ledger remembers it as released.
+    pub fn remove_process_rows(
+        &mut self,
+        tgids: &[u32],
+    ) -> Result<Vec<(CounterKey, Counters)>, ProbeError> {
+        self.release_rows(|k| k.tgid != 0 && tgids.contains(&k.tgid))
+    }
+
+    fn release_rows(
+        &mut self,
+        doomed: impl Fn(&CounterKey) -> bool,
+    ) -> Result<Vec<(CounterKey, Counters)>, ProbeError> {
         let mut index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map_mut("ROW_INDEX")?)?;
         let doomed: Vec<(CounterKey, u32)> = index
             .iter()
             .filter_map(Result::ok)
-            .filter(|(k, _)| k.tid != 0 && tids.contains(&k.tid))
+            .filter(|(k, _)| doomed(k))
             .collect();
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut freed = Vec::with_capacity(doomed.len());
         for (k, idx) in &doomed {
             // A row already gone is fine.
@@ -117,7 +146,7 @@ impl Probes {
         balance::release(&mut self.released, &gone);
         // Threads that cached a recycled row forget their caches.
         self.bump_generation()?;
-        Ok(freed.len())
+        Ok(gone)
     }
 
     /// Makes every thread re-check its state against the traced set and

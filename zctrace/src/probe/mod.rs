@@ -9,6 +9,8 @@ pub mod attach;
 pub mod btf;
 mod maps;
 
+use self::maps::reserve_overflow_row;
+
 use std::path::Path;
 
 #[cfg(feature = "bench")]
@@ -114,6 +116,8 @@ pub struct ProbeOptions {
     /// Make the row map this size instead of the default (a deliberately
     /// small map shows what happens when it fills).
     pub max_rows: Option<u32>,
+    /// Also trace every process in this cgroup's subtree.
+    pub cgroup: Option<crate::cgroup::CgroupId>,
 }
 
 /// The smallest row map `max_rows` may ask for: the overflow row and a
@@ -189,7 +193,8 @@ impl Probes {
             trace_all: u32::from(opts.trace_all),
             follow_forks: u32::from(opts.follow_forks),
             per_thread: u32::from(opts.per_thread),
-            _pad: 0,
+            cgroup_level: opts.cgroup.map_or(0, |c| c.level),
+            cgroup_id: opts.cgroup.map_or(0, |c| c.id),
         };
         let aya_btf = aya::Btf::parse(&raw_btf, aya::Endianness::default()).ok();
         let rows = match opts.max_rows {
@@ -208,6 +213,10 @@ impl Probes {
             .map_max_entries("FREE_ROWS", rows)
             .override_global("ROW_CAPACITY", &rows, true)
             .load(EBPF_OBJECT)?;
+        // Row 0 is the overflow row, there before any program runs (with
+        // every process traced, the first programs run as they attach);
+        // new rows are handed out from 1.
+        reserve_overflow_row(&mut ebpf)?;
         let mut hooks = Vec::with_capacity(Hook::ALL.len());
         for hook in Hook::ALL {
             let spec = hook.spec();
@@ -239,9 +248,6 @@ impl Probes {
             released: [0; zctrace_common::counter::COUNT],
             capacity: rows,
         };
-        // Row 0 is the overflow row, there before any program runs; new
-        // rows are handed out from 1.
-        probes.reserve_overflow_row()?;
         // Thread-table slots are released at thread exit: no table without
         // that hook.
         let table = !opts.no_thread_table && probes.hook_set().has(Hook::SchedProcessExit);

@@ -455,9 +455,10 @@ pub struct DiagramView<'a>(pub &'a App);
 
 /// Builds the diagram inputs for method `index` of the app.
 pub fn diagram_parts(app: &App, index: usize) -> Option<DiagramParts> {
-    if let Some(rows) = app.trace_rows() {
-        // Attach/run: the selected row's method, lit with its totals.
-        let r = rows.get(index)?;
+    if app.demo_opts().is_none() {
+        // Attach/run, top: the selected row's (process's) method, lit with
+        // its totals.
+        let r = app.path_row(index)?;
         let flow = r.flow();
         let textbook = matches!((r.source, r.destination), (FdKind::File, d) if d.is_socket())
             || flow == "-"
@@ -522,7 +523,7 @@ impl Widget for DiagramView<'_> {
         ]))
         .render(legend, buf);
         let mut shown = vec![app.selected];
-        let wide_pair = app.trace_rows().is_none();
+        let wide_pair = app.demo_opts().is_some();
         let selected_is_rw = app
             .methods()
             .get(app.selected)

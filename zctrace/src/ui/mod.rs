@@ -5,6 +5,7 @@ mod diagram;
 mod log;
 mod methods;
 mod narration;
+mod top;
 
 use ratatui::{
     buffer::Buffer,
@@ -43,12 +44,16 @@ impl Widget for Dashboard<'_> {
         ])
         .areas(area);
         let selected = View::ALL.iter().position(|v| *v == app.view).unwrap_or(0);
-        Tabs::new(View::ALL.iter().map(|v| v.title()))
-            .select(selected)
-            .highlight_style(Style::new().reversed())
-            .divider("|")
-            .render(tabs, buf);
+        Tabs::new(View::ALL.iter().map(|v| match v {
+            View::Methods if app.top().is_some() => "1 Processes",
+            v => v.title(),
+        }))
+        .select(selected)
+        .highlight_style(Style::new().reversed())
+        .divider("|")
+        .render(tabs, buf);
         match app.view {
+            View::Methods if app.top().is_some() => top::TopTable(app).render(body, buf),
             View::Methods => methods::MethodsView(app).render(body, buf),
             View::Diagram => diagram::DiagramView(app).render(body, buf),
             View::Narration => narration::NarrationView(app).render(body, buf),
@@ -56,7 +61,7 @@ impl Widget for Dashboard<'_> {
         }
         status_line(app).render(status, buf);
         if app.help {
-            Help.render(area, buf);
+            Help(app.top().is_some()).render(area, buf);
         }
     }
 }
@@ -160,12 +165,32 @@ const HELP: &[(&str, &str)] = &[
     ("q, Esc, Ctrl-C", "quit"),
 ];
 
-struct Help;
+/// top's own keys, listed before the common ones.
+const TOP_HELP: &[(&str, &str)] = &[
+    (
+        "s / S",
+        "sort by the next / previous column (CPU copies/s first)",
+    ),
+    (
+        "/",
+        "filter by command name (Enter keeps it, Esc clears it)",
+    ),
+    ("m", "show only processes using the next method"),
+    ("Esc", "clear the filters (then quit)"),
+];
+
+/// The help overlay (with top's keys when true).
+struct Help(bool);
 
 impl Widget for Help {
     fn render(self, area: Rect, buf: &mut Buffer) {
+        let keys: Vec<&(&str, &str)> = if self.0 {
+            TOP_HELP.iter().chain(HELP).collect()
+        } else {
+            HELP.iter().collect()
+        };
         let w = area.width.saturating_sub(4).min(76);
-        let h = (HELP.len() as u16 + 4).min(area.height);
+        let h = (keys.len() as u16 + 4).min(area.height);
         let popup = Rect {
             x: area.x + (area.width.saturating_sub(w)) / 2,
             y: area.y + (area.height.saturating_sub(h)) / 2,
@@ -173,7 +198,7 @@ impl Widget for Help {
             height: h,
         };
         Clear.render(popup, buf);
-        let lines: Vec<Line> = HELP
+        let lines: Vec<Line> = keys
             .iter()
             .map(|(k, v)| {
                 Line::from(vec![
