@@ -225,6 +225,7 @@ impl Exporter {
         hooks: HookSet,
         stats: &Stats,
         sample_seconds: f64,
+        processes: usize,
     ) {
         let mut st = self.lock();
         let st = &mut *st;
@@ -303,7 +304,7 @@ impl Exporter {
         h.stats = stats.clone();
         h.samples += 1;
         h.sample_seconds += sample_seconds;
-        h.processes = pids.len() as u64;
+        h.processes = processes as u64;
     }
 
     /// The exposition, as `GET /metrics` serves it.
@@ -656,7 +657,7 @@ mod tests {
 
     /// One update with no hooks and empty stats.
     fn up(ex: &Exporter, s: &Snapshot, names: &mut Names) {
-        ex.update(s, names, HookSet::default(), &Stats::default(), 0.01);
+        ex.update(s, names, HookSet::default(), &Stats::default(), 0.01, 1);
     }
 
     #[test]
@@ -732,6 +733,7 @@ mod tests {
             HookSet::default(),
             &stats,
             0.5,
+            0,
         );
         let t = ex.render();
         assert!(

@@ -218,11 +218,19 @@ impl Sampler {
             Retire::Never => Vec::new(),
             Retire::Keep | Retire::Aggregate => self.exited(&raw),
         };
+        // Processes with rows in the kernel (for the metrics' gauge).
+        let mut live: Vec<u32> = raw
+            .rows
+            .keys()
+            .map(|k| k.tgid)
+            .filter(|&t| t != 0)
+            .collect();
+        live.dedup();
         raw.add(&self.retired);
         raw.rows.retain(|k, _| Some(k.tgid) != self.hide);
         if let Some(m) = &self.metrics {
             let cost = taken.elapsed().as_secs_f64();
-            m.update(&raw, &mut self.names, self.hooks, &stats, cost);
+            m.update(&raw, &mut self.names, self.hooks, &stats, cost, live.len());
         }
         let copy_rate = self.copy_rate.next(&raw, taken);
         let snap = raw.since(&self.baseline);
