@@ -228,6 +228,10 @@ impl Sampler {
         live.dedup();
         raw.add(&self.retired);
         raw.rows.retain(|k, _| Some(k.tgid) != self.hide);
+        // What the fallback rows shown hold: kept rows of exited processes
+        // included, zctrace's own (hidden under `run`) not.
+        let mut stats = stats;
+        stats.fallback = crate::model::ledger::fallback_counts(&raw);
         if let Some(m) = &self.metrics {
             let cost = taken.elapsed().as_secs_f64();
             m.update(&raw, &mut self.names, self.hooks, &stats, cost, live.len());
