@@ -519,7 +519,11 @@ impl Widget for DiagramView<'_> {
             Span::styled("page references", mech_style(Mech::Refs, true)),
             Span::raw("  "),
             Span::styled("grey: not seen (yet)", mech_style(Mech::Cpu, false)),
-            Span::raw("   j/k: method"),
+            Span::raw(if app.top().is_some() {
+                "   j/k: process"
+            } else {
+                "   j/k: method"
+            }),
         ]))
         .render(legend, buf);
         let mut shown = vec![app.selected];
