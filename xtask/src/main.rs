@@ -626,20 +626,7 @@ fn bench(rounds: usize) -> Result<()> {
         Workload {
             name: "dd bs=4k",
             what: "dd if=/dev/zero of=/dev/null bs=4k count=200000: 400,000 syscalls, the worst case",
-            argv: pin
-                .iter()
-                .cloned()
-                .chain(
-                    [
-                        "/usr/bin/dd",
-                        "if=/dev/zero",
-                        "of=/dev/null",
-                        "bs=4k",
-                        "count=200000",
-                    ]
-                    .map(String::from),
-                )
-                .collect(),
+            argv: dd_argv(&pin),
             parse: dd_seconds,
         },
         Workload {
@@ -848,6 +835,24 @@ fn bench(rounds: usize) -> Result<()> {
     Ok(())
 }
 
+/// The worst case: `dd bs=4k` /dev/zero to /dev/null, 400,000 syscalls,
+/// behind the CPU pinning prefix.
+fn dd_argv(pin: &[String]) -> Vec<String> {
+    pin.iter()
+        .cloned()
+        .chain(
+            [
+                "/usr/bin/dd",
+                "if=/dev/zero",
+                "of=/dev/null",
+                "bs=4k",
+                "count=200000",
+            ]
+            .map(String::from),
+        )
+        .collect()
+}
+
 /// The title of BENCHMARKS.md's section written by `machine_wide`.
 const MACHINE_SECTION: &str = "## Tracing every process";
 
@@ -889,20 +894,7 @@ fn bench_machine_only(rounds: usize) -> Result<()> {
 /// every process (dd pays the full path); and top's own CPU.
 fn machine_wide(bin: &str, rounds: usize) -> Result<String> {
     let pin = pin_prefix();
-    let dd: Vec<String> = pin
-        .iter()
-        .cloned()
-        .chain(
-            [
-                "/usr/bin/dd",
-                "if=/dev/zero",
-                "of=/dev/null",
-                "bs=4k",
-                "count=200000",
-            ]
-            .map(String::from),
-        )
-        .collect();
+    let dd = dd_argv(&pin);
     let mut idle = Command::new("sleep").arg("100000").spawn()?;
     let idle_pid = idle.id().to_string();
     let modes: [(&str, Vec<&str>); 3] = [

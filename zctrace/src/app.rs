@@ -558,7 +558,8 @@ pub mod tests {
         App::new(opts(), Vec::new(), "6.18.0-test".into(), 42)
     }
 
-    fn key(c: KeyCode) -> AppEvent {
+    /// A key press, as the input thread delivers it.
+    pub fn key(c: KeyCode) -> AppEvent {
         AppEvent::Key(KeyEvent {
             code: c,
             modifiers: KeyModifiers::NONE,

@@ -215,24 +215,15 @@ fn detail_panel(app: &App, p: Option<&TopProcess>) -> Paragraph<'static> {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyEventState, KeyModifiers};
+    use ratatui::crossterm::event::KeyCode;
     use zctrace_common::Method;
 
     use crate::{
-        app::{App, AppEvent},
+        app::{App, AppEvent, tests::key},
         sample::Sample,
         top::{Ranker, tests::row},
         ui::tests::render,
     };
-
-    fn key(c: KeyCode) -> AppEvent {
-        AppEvent::Key(KeyEvent {
-            code: c,
-            modifiers: KeyModifiers::NONE,
-            kind: KeyEventKind::Press,
-            state: KeyEventState::NONE,
-        })
-    }
 
     fn top_app() -> App {
         let mut a = App::for_top(
