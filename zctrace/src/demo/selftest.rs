@@ -166,6 +166,15 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
     let mut s = String::new();
     let kernel = crate::preflight::kernel_release();
     let _ = writeln!(s, "kernel {kernel}");
+    // Progress on stderr (the VM's console) as it goes: a guest that hangs
+    // shows where in its console tail.
+    let started = std::time::Instant::now();
+    let progress = |what: &str| {
+        eprintln!(
+            "ZCTRACE-PROGRESS: {what} at {:.1} s",
+            started.elapsed().as_secs_f64()
+        )
+    };
     let mut probes = match Probes::load(ProbeOptions {
         per_thread: true,
         ..ProbeOptions::default()
@@ -196,6 +205,7 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
             }
         }
     }
+    progress("probes loaded and attached");
     probes.trace_pid(std::process::id())?;
     let opts = DemoOptions {
         size: 8 << 20,
@@ -229,6 +239,7 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
             ));
         }
         results.push(measure(&rec, &opts, &after, probes.hook_set()));
+        progress(&format!("{} done", m.name()));
     }
     let mut checks = checks(&results);
     // With the copy-site tier in, its counts must agree with the
