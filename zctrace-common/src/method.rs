@@ -62,10 +62,15 @@ pub enum Method {
     /// pid 0) rather than lost. Totals stay exact; the method and flow of
     /// these counts are what is lost, and reports say how much.
     Fallback = 21,
+    /// Both files mapped, the bytes copied by `memcpy` in user mode from
+    /// one mapping into the other (the demo's file-to-file copy with no
+    /// copy syscall). The kernel never classifies a call as this: the copy
+    /// happens where no probe runs, and only the demo knows it happened.
+    MmapMemcpy = 22,
 }
 
 impl Method {
-    pub const COUNT: usize = 22;
+    pub const COUNT: usize = 23;
     pub const ALL: [Method; Method::COUNT] = [
         Method::Other,
         Method::ReadWrite,
@@ -89,6 +94,7 @@ impl Method {
         Method::UringOther,
         Method::UringReadSend,
         Method::Fallback,
+        Method::MmapMemcpy,
     ];
 
     /// Validates a value read from a map. No table lookup: an index into
@@ -129,6 +135,7 @@ impl Method {
             Method::UringOther => "uring-other",
             Method::UringReadSend => "uring-read-send",
             Method::Fallback => "map-full",
+            Method::MmapMemcpy => "mmap-memcpy",
         }
     }
 }

@@ -83,15 +83,16 @@ pub enum Outcome {
 pub const fn sockets_needed(m: Method) -> usize {
     match m {
         Method::Tee => 2,
-        Method::CopyFileRange => 0,
+        Method::CopyFileRange | Method::MmapMemcpy => 0,
         _ => 1,
     }
 }
 
 /// The methods the demo knows, in teaching order.
-pub const DEMO_METHODS: [Method; 12] = [
+pub const DEMO_METHODS: [Method; 13] = [
     Method::ReadWrite,
     Method::MmapWrite,
+    Method::MmapMemcpy,
     Method::Sendfile,
     Method::Splice,
     Method::Vmsplice,
@@ -138,6 +139,7 @@ pub fn run(
             Err(reason) => return Ok(Outcome::Skipped(reason)),
         },
         Method::CopyFileRange => written_file = Some(copy_range(t)?),
+        Method::MmapMemcpy => written_file = Some(mmap_memcpy(t)?),
         Method::DirectIo => {
             if let Err(reason) = direct_io(t, sock()?)? {
                 return Ok(Outcome::Skipped(reason));
@@ -415,6 +417,36 @@ fn copy_range(t: &Transfer) -> io::Result<PathBuf> {
     Ok(dst_path)
 }
 
+/// Both files mapped (the copy sized first with ftruncate), each chunk
+/// copied by memcpy from one mapping to the other in user mode, then
+/// msync() writes the dirty pages back. The only kernel entries while
+/// copying are page faults.
+fn mmap_memcpy(t: &Transfer) -> io::Result<PathBuf> {
+    let src = File::open(t.src)?;
+    let dst_path = t.workdir.join("mmap-memcpy.out");
+    let dst = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&dst_path)?;
+    dst.set_len(t.len())?;
+    let len = t.payload.len();
+    let from = Mapping::file(&src, len)?;
+    let mut to = Mapping::file_writable(&dst, len)?;
+    for (d, s) in to
+        .as_mut_slice()
+        .chunks_mut(t.chunk)
+        .zip(from.as_slice().chunks(t.chunk))
+    {
+        t.tick()?;
+        d.copy_from_slice(s);
+    }
+    // SAFETY: the range is exactly the live mapping.
+    unsafe { rustix::mm::msync(to.ptr, to.len, rustix::mm::MsyncFlags::SYNC)? };
+    Ok(dst_path)
+}
+
 /// read() with O_DIRECT into a page-aligned buffer, write() to the socket.
 /// The inner Err is a reason to skip (the filesystem refuses O_DIRECT).
 fn direct_io(t: &Transfer, mut sock: &TcpStream) -> io::Result<Result<(), String>> {
@@ -507,6 +539,24 @@ impl Mapping {
         Ok(Self { ptr, len })
     }
 
+    /// A shared writable mapping of a file opened read-write, at least
+    /// `len` bytes long: stores reach its page cache.
+    fn file_writable(file: &File, len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh shared mapping of a file the demo created in its
+        // private directory; nothing else maps or truncates it.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                file,
+                0,
+            )?
+        };
+        Ok(Self { ptr, len })
+    }
+
     fn anonymous(len: usize) -> io::Result<Self> {
         // SAFETY: a fresh private anonymous mapping; page aligned.
         let ptr = unsafe {
@@ -526,7 +576,8 @@ impl Mapping {
     }
 
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and writable (only anonymous mappings call this).
+        // SAFETY: as above, and writable (anonymous and `file_writable`
+        // mappings call this).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.cast(), self.len) }
     }
 }

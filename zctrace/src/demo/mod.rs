@@ -59,7 +59,9 @@ pub struct Workspace {
 impl Workspace {
     pub fn create(opts: &DemoOptions) -> Result<Self> {
         let size = usize::try_from(opts.size).context("--size does not fit in memory")?;
-        let copies = 1 + u64::from(opts.methods.contains(&Method::CopyFileRange));
+        let copies = 1
+            + u64::from(opts.methods.contains(&Method::CopyFileRange))
+            + u64::from(opts.methods.contains(&Method::MmapMemcpy));
         let need = opts.size * copies + (1 << 20);
         let st = rustix::fs::statvfs(&opts.dir)
             .with_context(|| format!("cannot use {}", opts.dir.display()))?;
@@ -274,7 +276,14 @@ pub fn measure(
     if rec.skipped.is_some() {
         return r;
     }
-    let sender = Measured::from_counters(&snap.thread_io(rec.sender_tid), hooks);
+    // A mapping copy's every syscall (open, ftruncate, mmap, msync) is the
+    // method: the kernel classifies none of them as a transfer.
+    let sender_rows = if rec.method == Method::MmapMemcpy {
+        snap.thread_all(rec.sender_tid)
+    } else {
+        snap.thread_io(rec.sender_tid)
+    };
+    let sender = Measured::from_counters(&sender_rows, hooks);
     r.sender_other_syscalls = snap.thread_all(rec.sender_tid).v[zctrace_common::counter::SYSCALLS]
         .saturating_sub(sender.syscalls);
     if !rec.receiver_tids.is_empty() {

@@ -44,6 +44,8 @@ pub enum HopKind {
     CacheToSocket,
     SocketToNic,
     DiskToUser,
+    /// A copy in user mode, from one mapping to another: no probe sees it.
+    UserCopy,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +107,16 @@ pub fn hops(m: Method, meas: Option<&Measured>) -> Vec<Hop> {
                 s.cpu_copy_bytes.user_to_kernel.value
             }),
             h(SocketToNic, Mech::Dma, nic),
+        ],
+        Method::MmapMemcpy => vec![
+            h(DiskToCache, Mech::Dma, disk),
+            // Never measured: the copy runs in user mode.
+            Hop {
+                kind: UserCopy,
+                mech: Mech::Cpu,
+                bytes: None,
+            },
+            h(SocketToNic, Mech::Dma, |s| s.dma_bytes.disk_write),
         ],
         Method::SocketRecv
         | Method::SocketSend
@@ -325,13 +337,15 @@ impl Widget for Diagram<'_> {
         };
         let user_label = match self.method {
             Method::MmapWrite => "the file, mapped (page cache seen from user space)",
+            Method::MmapMemcpy => "memcpy: source map ▶ copy map (unseen)",
             _ => "user buffer",
         };
         boxed(
             buf,
             ub,
             user_label,
-            uses_user_buffer(self.method) || self.method == Method::MmapWrite,
+            uses_user_buffer(self.method)
+                || matches!(self.method, Method::MmapWrite | Method::MmapMemcpy),
         );
         // The boundary.
         let by = y + 4;
@@ -357,7 +371,9 @@ impl Widget for Diagram<'_> {
         put(buf, inner, x0, by + 1, "kernel", Style::new().italic());
         // Kernel buffers.
         let (kl, kr) = match self.method {
-            Method::CopyFileRange => ("page cache (source)", "page cache (copy)"),
+            Method::CopyFileRange | Method::MmapMemcpy => {
+                ("page cache (source)", "page cache (copy)")
+            }
             _ if self.reversed => ("socket buffer", "page cache"),
             _ => ("page cache", "socket buffer"),
         };
@@ -368,7 +384,7 @@ impl Widget for Diagram<'_> {
         let hy = y + 12;
         put(buf, inner, x0, hy - 1, "hardware", Style::new().italic());
         let (hl, hr) = match self.method {
-            Method::CopyFileRange => ("disk", "disk"),
+            Method::CopyFileRange | Method::MmapMemcpy => ("disk", "disk"),
             _ if self.reversed => ("NIC", "disk"),
             _ => ("disk", "NIC"),
         };

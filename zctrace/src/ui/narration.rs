@@ -259,6 +259,32 @@ pub fn steps(m: Method) -> &'static [Step] {
                 hop: Some(SocketToNic),
             },
         ],
+        Method::MmapMemcpy => &[
+            Step {
+                text: "The program maps the source file for reading and the copy, made the right size with ftruncate(), for writing: a few syscalls, once.",
+                hop: None,
+            },
+            Step {
+                text: "Reading a source page the first time faults into the kernel (2 mode switches); the kernel maps a page-cache page, read from disk by DMA if needed.",
+                hop: Some(DiskToCache),
+            },
+            Step {
+                text: "memcpy() copies the bytes from one mapping to the other in user mode: a real CPU copy, and no probe in the kernel can see it. zctrace infers its size from the copy it checks.",
+                hop: Some(UserCopy),
+            },
+            Step {
+                text: "Writing a copy page the first time faults too: the kernel gives it a page-cache page and marks it dirty.",
+                hop: None,
+            },
+            Step {
+                text: "msync() writes the dirty pages back: the disk controller reads them by DMA. Without it the kernel's flusher threads do it later, for nobody in particular.",
+                hop: Some(SocketToNic),
+            },
+            Step {
+                text: "Per chunk: no syscall at all, one CPU copy the kernel never sees, and a page fault per page of each mapping. Fewer switches than read+write, the same copy count as mmap+write.",
+                hop: None,
+            },
+        ],
         Method::SocketRecv
         | Method::SocketSend
         | Method::Other

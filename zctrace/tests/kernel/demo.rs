@@ -289,3 +289,41 @@ fn cold_runs_show_the_disk_dma_of_the_textbook() {
         assert!(m["notes"].to_string().contains("disk DMA"), "{m}");
     }
 }
+
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn mmap_memcpy_copies_in_user_mode_where_only_page_faults_show() {
+    // The demo reads the copy back and compares its CRC with the source's
+    // (a mismatch fails the run), so success means the bytes arrived.
+    let all = demo("mmap-memcpy");
+    let m = method(&all, "mmap-memcpy");
+    assert!(m["skipped"].is_null(), "{m}");
+    assert!(m["receiver"].is_null(), "no socket: {m}");
+    // Set-up only (open, ftruncate, two mmaps, msync, munmap, close): no
+    // syscall per chunk.
+    let syscalls = num(m, "sender.syscalls");
+    assert_between("set-up syscalls", syscalls, 4.0, 100.0);
+    // The copy is a memcpy in user mode: no copy by the kernel, none seen.
+    for dir in ["user_to_kernel", "kernel_to_user", "kernel_to_kernel"] {
+        assert_eq!(
+            num(m, &format!("sender.cpu_copy_bytes.{dir}.value")),
+            0.0,
+            "{dir}: {m}"
+        );
+    }
+    assert_eq!(num(m, "sender.page_ref_bytes.value"), 0.0);
+    // Both mappings fault in: at least once each, at most once per 4 KiB
+    // page of each (fault-around and large folios map several at a time).
+    let faults = num(m, "sender.page_faults_user");
+    assert_between("user page faults", faults, 2.0, 2.0 * 4096.0 + 64.0);
+    assert_eq!(
+        num(m, "sender.mode_switches"),
+        2.0 * syscalls + 2.0 * faults,
+        "2 per syscall and 2 per user fault"
+    );
+    let notes = m["notes"].to_string();
+    assert!(
+        notes.contains("inferred"),
+        "the copy is said to be inferred: {notes}"
+    );
+}
