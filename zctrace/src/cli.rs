@@ -34,6 +34,13 @@ pub enum Command {
     /// Load the probes, report which kernel hooks attach here and why any
     /// do not, then detach.
     Hooks(HooksArgs),
+    /// Turn a saved `demo --json` into the workshop handout (one HTML page,
+    /// and SVG diagrams for slides).
+    Report(ReportArgs),
+    /// The demo's checksumming receiver, for `demo --to` from another
+    /// machine: checks each transfer's length and CRC-32 and answers the
+    /// sender. Needs no privilege and loads no probes.
+    Receive(ReceiveArgs),
     /// Run one demo method without any probes and print its elapsed time
     /// (the workload of `cargo xtask bench`).
     #[cfg(feature = "bench")]
@@ -231,6 +238,40 @@ pub struct DemoArgs {
     /// Directory for the private work directory (default: $TMPDIR or /tmp).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Send to a `zctrace receive --listen` on another machine instead of
+    /// receivers on loopback (the bytes are still checked end to end).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: Option<String>,
+    /// Also write the workshop handout: one self-contained HTML page with
+    /// the table, a diagram per method and the notes. Implies --no-tui.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+    /// Also write one SVG diagram per method into DIR (for slides).
+    /// Implies --no-tui.
+    #[arg(long, value_name = "DIR")]
+    pub svg: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A saved `zctrace demo --json` (the last document in it is used).
+    pub results: PathBuf,
+    /// Write the HTML page here (default: stdout).
+    #[arg(short, long, value_name = "FILE.html")]
+    pub output: Option<PathBuf>,
+    /// Also write one SVG diagram per method into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub svg: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// Address and port to listen on, e.g. 0.0.0.0:7007 or [::]:7007.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: String,
+    /// Exit after this many connections (default: until Ctrl-C).
+    #[arg(long, value_name = "N")]
+    pub connections: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -70,7 +70,106 @@ fn demo_options(size: u64, chunk: u64, methods: &[zctrace_common::Method]) -> Re
         cold: false,
         pace: None,
         dir: std::env::temp_dir(),
+        to: None,
+        net: None,
     })
+}
+
+/// `--to HOST:PORT` as a socket address (one clear line if it is not one).
+fn resolve_to(to: &str) -> Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    to.to_socket_addrs()
+        .with_context(|| format!("--to {to}: not a HOST:PORT that resolves"))?
+        .next()
+        .with_context(|| format!("--to {to}: resolves to no address"))
+}
+
+/// The interface the demo's bytes leave by (loopback unless `--to`), with
+/// its offloads; a warning, not a failure, if it cannot be read.
+fn sending_interface(to: Option<std::net::SocketAddr>) -> Option<crate::netdev::NetDevice> {
+    let dest = to.unwrap_or_else(|| (std::net::Ipv4Addr::LOCALHOST, 9).into());
+    match crate::netdev::route_to(dest).and_then(|name| crate::netdev::read(&name)) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("zctrace: warning: the sending interface's offloads are unknown: {e}");
+            None
+        }
+    }
+}
+
+/// `zctrace report RESULTS.json`: the handout from a saved `--json`.
+pub fn report(args: &crate::cli::ReportArgs) -> Result<()> {
+    let doc = crate::report::Doc::read(&args.results)?;
+    let page = crate::report::html(&doc)?;
+    match &args.output {
+        Some(path) => std::fs::write(path, page)
+            .with_context(|| format!("-o {}: cannot write", path.display()))?,
+        None => emit(&page)?,
+    }
+    if let Some(dir) = &args.svg {
+        crate::report::write_svgs(&doc, dir)?;
+    }
+    Ok(())
+}
+
+/// `zctrace receive --listen ADDR:PORT`: the demo's receiver for `--to`.
+pub fn receive(args: &crate::cli::ReceiveArgs) -> Result<()> {
+    use std::sync::atomic::Ordering;
+
+    use demo::receiver::{Served, serve};
+    let listener = std::net::TcpListener::bind(&args.listen)
+        .with_context(|| format!("--listen {}: cannot listen", args.listen))?;
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let stop = stop_flag()?;
+    eprintln!(
+        "zctrace receive: listening on {addr}; each transfer's length and CRC-32 go back to \
+         the sender (Ctrl-C to stop)"
+    );
+    let mut served = 0u64;
+    let mut workers = Vec::new();
+    while !stop.load(Ordering::Relaxed) && args.connections.is_none_or(|n| served < n) {
+        let (mut conn, peer) = match listener.accept() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => return Err(e).context("accepting a connection"),
+        };
+        served += 1;
+        conn.set_nonblocking(false)?;
+        workers.push(std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            match serve(&mut conn, 256 << 10) {
+                Ok(Served::Checked {
+                    announced,
+                    bytes,
+                    crc,
+                }) => {
+                    let secs = started.elapsed().as_secs_f64().max(1e-9);
+                    eprintln!(
+                        "zctrace receive: {peer}: {bytes} of {announced} bytes, crc32 {crc:08x}, \
+                         {:.0} MiB/s{}",
+                        bytes as f64 / f64::from(1 << 20) / secs,
+                        if bytes == announced { "" } else { " (SHORT: the sender stopped early)" }
+                    );
+                }
+                Ok(Served::Refused(why)) => {
+                    eprintln!("zctrace receive: {peer}: refused, not the demo's protocol: {why}");
+                }
+                Err(e) => eprintln!("zctrace receive: {peer}: {e}"),
+            }
+        }));
+        workers.retain(|w| !w.is_finished());
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    if stop.load(Ordering::Relaxed) {
+        anyhow::bail!(demo::Interrupted);
+    }
+    Ok(())
 }
 
 pub fn demo(args: &DemoArgs) -> Result<()> {
@@ -80,6 +179,19 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     if let Some(dir) = &args.dir {
         opts.dir.clone_from(dir);
     }
+    if let Some(to) = &args.to {
+        opts.to = Some(resolve_to(to)?);
+    }
+    opts.net = sending_interface(opts.to);
+    // Opened now, so a path that cannot be written fails before the run.
+    let handout = match &args.report {
+        Some(path) => Some((
+            path.clone(),
+            std::fs::File::create(path)
+                .with_context(|| format!("--report {}: cannot write", path.display()))?,
+        )),
+        None => None,
+    };
     let stop = stop_flag()?;
     // The demo's sender and receivers are threads of this process.
     let mut probes = load_probes(ProbeOptions {
@@ -89,7 +201,8 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     probes.trace_pid(std::process::id())?;
     let kernel = preflight::kernel_release();
     // The dashboard only on a terminal; a pipe or file gets the table.
-    if !args.no_tui && !args.pitfalls && !args.json && std::io::stdout().is_terminal() {
+    let files = handout.is_some() || args.svg.is_some();
+    if !args.no_tui && !args.pitfalls && !args.json && !files && std::io::stdout().is_terminal() {
         return tui::run_demo(opts, probes, stop, args.repeat, kernel);
     }
     let mut sampler = Sampler::new(
@@ -102,6 +215,9 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     loop {
         if !args.json {
             emit(&report::header(sampler.probes().hooks(), &kernel))?;
+            if let Some(d) = &opts.net {
+                emit(&format!("  sending interface {}\n", d.verdict()))?;
+            }
         }
         let results = demo::run_all(&opts, &mut sampler, &stop, |r| {
             if args.json {
@@ -119,20 +235,44 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         } else {
             None
         };
+        let doc = report::DemoReport {
+            schema: trace::JSON_SCHEMA,
+            zctrace_version: env!("CARGO_PKG_VERSION"),
+            kernel: kernel.clone(),
+            file_size: opts.size,
+            chunk: opts.chunk,
+            cold: opts.cold,
+            machine: crate::report::Machine::read(),
+            net_device: opts.net.clone(),
+            to: opts.to.map(|a| a.to_string()),
+            hooks: sampler.probes().hooks(),
+            methods: &results,
+            pitfalls: pitfalls.as_deref(),
+            stats: stats.clone(),
+        };
+        let json = serde_json::to_string_pretty(&doc)?;
+        if files {
+            // The handout is made from the JSON itself, read back: its
+            // numbers are the JSON's.
+            let parsed = crate::report::Doc::parse(&json)?;
+            if let Some((path, file)) = &handout {
+                let mut f = file;
+                f.set_len(0)?;
+                std::io::Write::write_all(&mut f, crate::report::html(&parsed)?.as_bytes())
+                    .with_context(|| format!("--report {}: cannot write", path.display()))?;
+                eprintln!("zctrace: wrote the handout to {}", path.display());
+            }
+            if let Some(dir) = &args.svg {
+                let written = crate::report::write_svgs(&parsed, dir)?;
+                eprintln!(
+                    "zctrace: wrote {} diagrams to {}",
+                    written.len(),
+                    dir.display()
+                );
+            }
+        }
         if args.json {
-            let doc = report::DemoReport {
-                schema: trace::JSON_SCHEMA,
-                zctrace_version: env!("CARGO_PKG_VERSION"),
-                kernel: kernel.clone(),
-                file_size: opts.size,
-                chunk: opts.chunk,
-                cold: opts.cold,
-                hooks: sampler.probes().hooks(),
-                methods: &results,
-                pitfalls: pitfalls.as_deref(),
-                stats,
-            };
-            emit(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
+            emit(&(json + "\n"))?;
         } else {
             if let Some(p) = &pitfalls {
                 emit(&report::pitfalls_text(p))?;

@@ -10,7 +10,7 @@
 use serde::Serialize;
 
 /// Which family of probes produced a number (see docs/MEASUREMENT.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tier {
     /// Tracepoints, raw tracepoints and BTF tracepoints.

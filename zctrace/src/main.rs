@@ -21,6 +21,8 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run(&args),
         Command::Top(args) => commands::top(&args).map(|()| 0),
         Command::Hooks(args) => commands::hooks(&args).map(|()| 0),
+        Command::Report(args) => commands::report(&args).map(|()| 0),
+        Command::Receive(args) => commands::receive(&args).map(|()| 0),
         Command::PitfallReader { path, lease } => {
             zctrace::demo::pitfalls::reader(&path, lease).map(|()| 0)
         }

@@ -45,6 +45,11 @@ pub struct DemoOptions {
     pub pace: Option<Duration>,
     /// Where the private work directory is created.
     pub dir: PathBuf,
+    /// Send to a `zctrace receive` there instead of loopback receivers.
+    pub to: Option<std::net::SocketAddr>,
+    /// The interface the bytes leave by, and its offloads (said next to
+    /// sendfile).
+    pub net: Option<crate::netdev::NetDevice>,
 }
 
 /// The prepared source: a private directory with the payload file in it,
@@ -172,7 +177,11 @@ pub fn run_method(
     let mut socks = Vec::new();
     let mut receivers: Vec<Receiver> = Vec::new();
     for _ in 0..methods::sockets_needed(method) {
-        let (sock, rx) = Receiver::spawn(opts.chunk).context("starting the loopback receiver")?;
+        let (sock, rx) = match opts.to {
+            Some(to) => Receiver::remote(to, opts.size)
+                .with_context(|| format!("--to {to}: cannot reach the receiver"))?,
+            None => Receiver::spawn(opts.chunk).context("starting the loopback receiver")?,
+        };
         socks.push(sock);
         receivers.push(rx);
     }
@@ -190,7 +199,7 @@ pub fn run_method(
         thread::Builder::new()
             .name(format!("zctrace-{}", method.name()))
             .spawn_scoped(s, || {
-                let rx_tids = receivers.iter().map(|r| r.tid).collect();
+                let rx_tids = receivers.iter().map(|r| r.tid).filter(|&t| t != 0).collect();
                 methods::run(method, &transfer, socks, |tid| started(tid, rx_tids))
             })
             .map_err(anyhow::Error::from)?
@@ -200,7 +209,11 @@ pub fn run_method(
     });
     let mut received = Vec::new();
     for rx in receivers {
-        received.push(rx.join().context("loopback receiver failed")?);
+        received.push(rx.join().context(if opts.to.is_some() {
+            "the remote receiver failed"
+        } else {
+            "loopback receiver failed"
+        })?);
     }
     let outcome = outcome.with_context(|| format!("method {} failed", method.name()))?;
     let sent = match outcome {
@@ -244,7 +257,11 @@ pub fn run_method(
         skipped: None,
         elapsed: sent.elapsed,
         sender_tid: sent.tid,
-        receiver_tids: received.iter().map(|r| r.tid).collect(),
+        receiver_tids: received
+            .iter()
+            .map(|r| r.tid)
+            .filter(|&t| t != 0)
+            .collect(),
         zerocopy: sent.zerocopy,
     })
 }
@@ -299,6 +316,18 @@ pub fn measure(
         loopback: !rec.receiver_tids.is_empty(),
     };
     r.notes = theory::explain(rec.method, &sender, &ctx);
+    if rec.method == Method::Sendfile
+        && let Some(dev) = &opts.net
+    {
+        r.notes.push(format!("sending interface {}", dev.verdict()));
+    }
+    if let Some(to) = opts.to
+        && methods::sockets_needed(rec.method) > 0
+    {
+        r.notes.push(format!(
+            "sent to zctrace receive at {to}, which checked length and CRC-32"
+        ));
+    }
     if let Some(zc) = rec.zerocopy {
         let (what, done) = if rec.method == Method::UringSendZc {
             ("IORING_OP_SEND_ZC", "notified")

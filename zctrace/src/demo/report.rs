@@ -19,6 +19,11 @@ pub struct DemoReport<'a> {
     pub file_size: u64,
     pub chunk: usize,
     pub cold: bool,
+    pub machine: crate::report::Machine,
+    /// The interface the bytes left by, and its offloads.
+    pub net_device: Option<crate::netdev::NetDevice>,
+    /// The remote receiver (`--to`), if not loopback.
+    pub to: Option<String>,
     pub hooks: &'a [HookStatus],
     pub methods: &'a [MethodResult],
     #[serde(skip_serializing_if = "Option::is_none")]

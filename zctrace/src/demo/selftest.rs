@@ -219,6 +219,8 @@ pub fn run(dir: &Path) -> Result<(String, bool)> {
         cold: false,
         pace: None,
         dir: dir.to_path_buf(),
+        to: None,
+        net: None,
     };
     let ws = Workspace::create(&opts)?;
     let stop = AtomicBool::new(false);

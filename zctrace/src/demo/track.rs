@@ -251,6 +251,8 @@ pub mod tests {
             cold: false,
             pace: None,
             dir: std::env::temp_dir(),
+            to: None,
+            net: None,
         }
     }
 

@@ -6,7 +6,7 @@ pub mod theory;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use zctrace_common::{CounterKey, Counters, Method, counter};
 
 pub use crate::hooks::{Hook, HookSet, Tier};
@@ -68,7 +68,7 @@ impl Snapshot {
 }
 
 /// How a number was obtained.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// Seen by a probe where (or right next to where) the kernel does it.
@@ -78,13 +78,14 @@ pub enum Source {
 }
 
 /// A byte count with its provenance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bytes {
     pub value: u64,
     pub source: Source,
     pub tier: Tier,
-    /// The hook that observed it, for observed values.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The hook that observed it, for observed values (not read back from
+    /// a saved report: a report needs the value and its source).
+    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
     pub hook: Option<&'static str>,
 }
 
@@ -128,14 +129,14 @@ impl Bytes {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CpuCopies {
     pub user_to_kernel: Bytes,
     pub kernel_to_user: Bytes,
     pub kernel_to_kernel: Bytes,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DmaBytes {
     /// Block device reads issued (device to memory).
     pub disk_read: u64,
@@ -145,7 +146,7 @@ pub struct DmaBytes {
     pub nic: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContextSwitches {
     pub voluntary: u64,
     pub involuntary: u64,
@@ -153,7 +154,7 @@ pub struct ContextSwitches {
 
 /// The measured numbers of one row (a method's thread, a receiver, a
 /// process and method in attach mode).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Measured {
     pub syscalls: u64,
     /// 2 per syscall plus 2 per user page fault (derived from observed
@@ -178,7 +179,7 @@ pub struct Measured {
     pub uring: UringCounts,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UringCounts {
     /// Requests completed (each result counted like a syscall's).
     pub ops: u64,
@@ -286,6 +287,15 @@ impl Measured {
 /// Methods appear in JSON by their command-line name.
 pub fn serialize_method<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(m.name())
+}
+
+/// A method by its name, as `serialize_method` writes it.
+pub fn deserialize_method<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Method, D::Error> {
+    let name = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+    Method::ALL
+        .into_iter()
+        .find(|m| m.name() == name)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown method {name:?}")))
 }
 
 pub fn ratio(a: u64, b: u64) -> f64 {

@@ -26,7 +26,7 @@ pub enum Mech {
 }
 
 impl Mech {
-    const fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Mech::Cpu => "CPU copy",
             Mech::Dma => "DMA",
@@ -174,6 +174,44 @@ const fn uses_user_buffer(m: Method) -> bool {
         m,
         Method::ReadWrite | Method::DirectIo | Method::Vmsplice | Method::ZeroCopySend
     )
+}
+
+/// What the diagram's five boxes are called for a method: the user-space
+/// box (and whether the method uses it), the kernel buffers and the
+/// hardware, left and right. Shared by the dashboard and the HTML report.
+pub struct BoxNames {
+    pub user: &'static str,
+    pub user_active: bool,
+    pub kernel: (&'static str, &'static str),
+    pub hardware: (&'static str, &'static str),
+}
+
+impl BoxNames {
+    pub fn of(m: Method, reversed: bool) -> Self {
+        let files = matches!(m, Method::CopyFileRange | Method::MmapMemcpy);
+        BoxNames {
+            user: match m {
+                Method::MmapWrite => "the file, mapped (page cache seen from user space)",
+                Method::MmapMemcpy => "memcpy: source map ▶ copy map (unseen)",
+                _ => "user buffer",
+            },
+            user_active: uses_user_buffer(m) || matches!(m, Method::MmapWrite | Method::MmapMemcpy),
+            kernel: if files {
+                ("page cache (source)", "page cache (copy)")
+            } else if reversed {
+                ("socket buffer", "page cache")
+            } else {
+                ("page cache", "socket buffer")
+            },
+            hardware: if files {
+                ("disk", "disk")
+            } else if reversed {
+                ("NIC", "disk")
+            } else {
+                ("disk", "NIC")
+            },
+        }
+    }
 }
 
 /// Draws a labelled box.
@@ -335,18 +373,8 @@ impl Widget for Diagram<'_> {
             width: (rx + 5).saturating_sub(lx.saturating_sub(4)).min(w),
             height: 3,
         };
-        let user_label = match self.method {
-            Method::MmapWrite => "the file, mapped (page cache seen from user space)",
-            Method::MmapMemcpy => "memcpy: source map ▶ copy map (unseen)",
-            _ => "user buffer",
-        };
-        boxed(
-            buf,
-            ub,
-            user_label,
-            uses_user_buffer(self.method)
-                || matches!(self.method, Method::MmapWrite | Method::MmapMemcpy),
-        );
+        let names = BoxNames::of(self.method, self.reversed);
+        boxed(buf, ub, names.user, names.user_active);
         // The boundary.
         let by = y + 4;
         put(
@@ -370,24 +398,14 @@ impl Widget for Diagram<'_> {
         );
         put(buf, inner, x0, by + 1, "kernel", Style::new().italic());
         // Kernel buffers.
-        let (kl, kr) = match self.method {
-            Method::CopyFileRange | Method::MmapMemcpy => {
-                ("page cache (source)", "page cache (copy)")
-            }
-            _ if self.reversed => ("socket buffer", "page cache"),
-            _ => ("page cache", "socket buffer"),
-        };
+        let (kl, kr) = names.kernel;
         let ky = y + 7;
         boxed(buf, left(ky, 3), kl, true);
         boxed(buf, right(ky, 3), kr, true);
         // Hardware.
         let hy = y + 12;
         put(buf, inner, x0, hy - 1, "hardware", Style::new().italic());
-        let (hl, hr) = match self.method {
-            Method::CopyFileRange | Method::MmapMemcpy => ("disk", "disk"),
-            _ if self.reversed => ("NIC", "disk"),
-            _ => ("disk", "NIC"),
-        };
+        let (hl, hr) = names.hardware;
         boxed(buf, left(hy, 3), hl, true);
         boxed(buf, right(hy, 3), hr, true);
         // Arrows.

@@ -1,10 +1,10 @@
 //! Rendering. Every widget is `impl Widget for &View`-style and only reads
 //! the [`App`]; nothing here does I/O or changes state.
 
-mod diagram;
+pub mod diagram;
 mod log;
 mod methods;
-mod narration;
+pub mod narration;
 mod top;
 
 use ratatui::{
