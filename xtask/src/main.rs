@@ -43,6 +43,11 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     // Builds the many-threads workload (tests/kernel/threads.c).
     "gcc",
+    // The workshop handout is rendered by a real browser (headless).
+    "chromium",
+    "fonts-dejavu-core",
+    // Network namespaces and a veth pair for `demo --to`.
+    "iproute2",
 ];
 /// Set to 1 to let non-root runs skip the kernel tests (never in CI).
 const SKIP_ROOT_ENV: &str = "ZCTRACE_SKIP_ROOT_TESTS";

@@ -265,6 +265,9 @@ pub struct KernelLayout {
     pub request_data_len: u32,
     pub request_cmd_flags: u32,
     pub netdev_flags: u32,
+    /// `net_device.dev.parent`: the bus device under a network interface,
+    /// NULL for software devices (veth, bridges, tun), which DMA nothing.
+    pub netdev_parent: u32,
     /// Bit n set: `iter_type == n` is user memory (`ITER_UBUF`, `ITER_IOVEC`).
     pub user_iter_mask: u32,
     /// `ITER_PIPE` (kernels before 6.4; `u32::MAX` where absent): "copying"
@@ -319,7 +322,7 @@ const _: () = {
     assert!(size_of::<Counters>() == 8 * counter::COUNT);
     // Three 64-bit fields, six u32s, a 16-byte name.
     assert!(size_of::<Event>() == 64 && align_of::<Event>() == 8);
-    assert!(size_of::<KernelLayout>() == 4 * 28);
+    assert!(size_of::<KernelLayout>() == 4 * 29);
     assert!(size_of::<Settings>() == 24 && align_of::<Settings>() == 8);
 };
 

@@ -587,9 +587,10 @@ pub mod counter {
     pub const DISK_READ_BYTES: usize = 15;
     /// Block requests issued for writing.
     pub const DISK_WRITE_BYTES: usize = 16;
-    /// Bytes transmitted on a loopback device (no DMA).
+    /// Bytes transmitted on a device that does no DMA: loopback, or a
+    /// software device with no bus device under it (veth, bridge, tun).
     pub const XMIT_LOOPBACK_BYTES: usize = 17;
-    /// Bytes transmitted on a real device (NIC DMA).
+    /// Bytes transmitted on a device on a bus (NIC DMA).
     pub const XMIT_DEVICE_BYTES: usize = 18;
     /// CPU copy kernel to kernel observed at a copy site (copy-site tier, or
     /// a kernel-backed iterator without `MSG_SPLICE_PAGES` at the socket).

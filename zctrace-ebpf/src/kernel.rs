@@ -24,6 +24,7 @@ pub(crate) static LAYOUT: KernelLayout = KernelLayout {
     request_data_len: 0,
     request_cmd_flags: 0,
     netdev_flags: 0,
+    netdev_parent: 0,
     user_iter_mask: 0,
     iter_pipe: u32::MAX,
     o_direct: 0,

@@ -152,7 +152,11 @@ pub fn receive(args: &crate::cli::ReceiveArgs) -> Result<()> {
                         "zctrace receive: {peer}: {bytes} of {announced} bytes, crc32 {crc:08x}, \
                          {:.0} MiB/s{}",
                         bytes as f64 / f64::from(1 << 20) / secs,
-                        if bytes == announced { "" } else { " (SHORT: the sender stopped early)" }
+                        if bytes == announced {
+                            ""
+                        } else {
+                            " (SHORT: the sender stopped early)"
+                        }
                     );
                 }
                 Ok(Served::Refused(why)) => {

@@ -199,7 +199,11 @@ pub fn run_method(
         thread::Builder::new()
             .name(format!("zctrace-{}", method.name()))
             .spawn_scoped(s, || {
-                let rx_tids = receivers.iter().map(|r| r.tid).filter(|&t| t != 0).collect();
+                let rx_tids = receivers
+                    .iter()
+                    .map(|r| r.tid)
+                    .filter(|&t| t != 0)
+                    .collect();
                 methods::run(method, &transfer, socks, |tid| started(tid, rx_tids))
             })
             .map_err(anyhow::Error::from)?
@@ -257,11 +261,7 @@ pub fn run_method(
         skipped: None,
         elapsed: sent.elapsed,
         sender_tid: sent.tid,
-        receiver_tids: received
-            .iter()
-            .map(|r| r.tid)
-            .filter(|&t| t != 0)
-            .collect(),
+        receiver_tids: received.iter().map(|r| r.tid).filter(|&t| t != 0).collect(),
         zerocopy: sent.zerocopy,
     })
 }

@@ -80,9 +80,9 @@ impl Receiver {
             .spawn(move || {
                 verdict.set_read_timeout(Some(TIMEOUT))?;
                 let mut head = [0u8; 4];
-                verdict.read_exact(&mut head).map_err(|e| {
-                    io::Error::new(e.kind(), format!("{to} sent no verdict: {e}"))
-                })?;
+                verdict
+                    .read_exact(&mut head)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{to} sent no verdict: {e}")))?;
                 if &head != VERDICT {
                     let mut why = String::new();
                     let _ = verdict.take(200).read_to_string(&mut why);
@@ -112,13 +112,19 @@ impl Receiver {
 
 /// Reads to end of stream, or `limit` bytes, and returns the count and the
 /// CRC-32 of what arrived.
-pub fn checksum(conn: &mut impl Read, limit: Option<u64>, buf_size: usize) -> io::Result<(u64, u32)> {
+pub fn checksum(
+    conn: &mut impl Read,
+    limit: Option<u64>,
+    buf_size: usize,
+) -> io::Result<(u64, u32)> {
     let mut buf = vec![0u8; buf_size.max(4096)];
     let mut crc = crc32fast::Hasher::new();
     let mut bytes = 0u64;
     loop {
         let want = limit.map_or(buf.len(), |l| {
-            usize::try_from(l - bytes).unwrap_or(usize::MAX).min(buf.len())
+            usize::try_from(l - bytes)
+                .unwrap_or(usize::MAX)
+                .min(buf.len())
         });
         if want == 0 {
             break;
@@ -141,7 +147,11 @@ pub fn checksum(conn: &mut impl Read, limit: Option<u64>, buf_size: usize) -> io
 pub enum Served {
     /// The announced bytes arrived (or fewer, if the sender stopped early:
     /// `bytes` says), with this CRC-32.
-    Checked { announced: u64, bytes: u64, crc: u32 },
+    Checked {
+        announced: u64,
+        bytes: u64,
+        crc: u32,
+    },
     /// It did not open with the demo's hello.
     Refused(String),
 }
@@ -178,6 +188,11 @@ pub fn serve(conn: &mut TcpStream, buf_size: usize) -> io::Result<Served> {
         };
         let _ = conn.write_all(REFUSED);
         let _ = conn.write_all(format!(" not the zctrace demo protocol: {why}\n").as_bytes());
+        // Closing with unread input would reset the connection and lose
+        // the answer: end our side, then read (a little) until theirs ends.
+        let _ = conn.shutdown(std::net::Shutdown::Write);
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+        let _ = io::copy(&mut (&*conn).take(1 << 16), &mut io::sink());
         return Ok(Served::Refused(why));
     }
     let mut len = [0u8; 8];
@@ -254,7 +269,11 @@ mod tests {
         assert_eq!(got.bytes, 4000);
         assert!(matches!(
             h.join().expect("server").expect("served"),
-            Served::Checked { announced: 10_000, bytes: 4000, .. }
+            Served::Checked {
+                announced: 10_000,
+                bytes: 4000,
+                ..
+            }
         ));
     }
 }

@@ -157,7 +157,7 @@ pub fn method_block(r: &MethodResult) -> String {
         );
         let _ = writeln!(
             s,
-            "  page references {} ({}), pinned {}, O_DIRECT {}, disk read {} / write {}, loopback xmit on this thread {}",
+            "  page references {} ({}), pinned {}, O_DIRECT {}, disk read {} / write {}, no-DMA xmit (loopback, veth) on this thread {}",
             human_bytes(m.page_ref_bytes.value),
             src(&m.page_ref_bytes),
             human_bytes(m.zerocopy_pinned_bytes),

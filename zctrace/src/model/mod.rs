@@ -171,7 +171,8 @@ pub struct Measured {
     /// O_DIRECT transfers (device DMA straight to or from user memory).
     pub direct_io_bytes: u64,
     pub dma_bytes: DmaBytes,
-    /// Transmitted on loopback (no DMA happens there).
+    /// Transmitted on loopback or a software device (veth, bridge, tun):
+    /// no DMA happens there. (The JSON name predates software devices.)
     pub loopback_bytes: u64,
     /// Bytes returned by the I/O syscalls and io_uring completions.
     pub io_bytes: u64,

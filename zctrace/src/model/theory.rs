@@ -189,6 +189,12 @@ pub fn explain(m: Method, meas: &Measured, ctx: &Context) -> Vec<String> {
     let d = &meas.dma_bytes;
     if ctx.loopback && d.nic == 0 && th.dma_copies > 0 && m != Method::CopyFileRange {
         out.push("loopback: no NIC, so no transmit DMA (the textbook's last copy)".into());
+    } else if !ctx.loopback && d.nic == 0 && meas.loopback_bytes > 0 {
+        out.push(
+            "a software interface (veth, bridge, tun): no NIC under it, so no transmit DMA (the \
+             textbook's last copy)"
+                .into(),
+        );
     }
     if reads_file(m) && m != Method::DirectIo {
         if d.disk_read == 0 {

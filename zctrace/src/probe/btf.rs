@@ -243,6 +243,7 @@ impl KernelBtf {
             request_data_len: self.scalar("request", &["__data_len"], 4)?,
             request_cmd_flags: self.scalar("request", &["cmd_flags"], 4)?,
             netdev_flags: self.scalar("net_device", &["flags"], 4)?,
+            netdev_parent: self.scalar("net_device", &["dev", "parent"], 8)?,
             user_iter_mask,
             iter_pipe: self
                 .enum_value("iter_type", "ITER_PIPE")?

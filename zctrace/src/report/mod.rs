@@ -43,7 +43,8 @@ impl Machine {
             .lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                matches!(k.trim(), "model name" | "Model" | "cpu model").then(|| v.trim().to_owned())
+                matches!(k.trim(), "model name" | "Model" | "cpu model")
+                    .then(|| v.trim().to_owned())
             })
             .unwrap_or_else(|| "unknown CPU".into());
         let memory_bytes = std::fs::read_to_string("/proc/meminfo")
@@ -147,8 +148,8 @@ impl Doc {
     }
 
     pub fn read(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         Self::parse(&text).with_context(|| path.display().to_string())
     }
 }
@@ -256,7 +257,10 @@ fn section(doc: &Doc, m: &MethodDoc) -> Result<Section> {
     Ok(Section {
         id: name.to_owned(),
         method: name,
-        path: m.theory.as_ref().map_or_else(String::new, |t| t.path.clone()),
+        path: m
+            .theory
+            .as_ref()
+            .map_or_else(String::new, |t| t.path.clone()),
         skipped: m.skipped.clone(),
         summary,
         diagram,
@@ -300,8 +304,14 @@ fn health(s: &StatsDoc) -> (Vec<String>, bool) {
         s.counter_map_full,
         "counts in fallback rows (row map full: totals exact, methods lost)",
     );
-    say(s.process_map_full, "processes the traced set had no room for");
-    say(s.uring_map_full, "io_uring requests the in-flight map had no room for");
+    say(
+        s.process_map_full,
+        "processes the traced set had no room for",
+    );
+    say(
+        s.uring_map_full,
+        "io_uring requests the in-flight map had no room for",
+    );
     say(
         s.uring_overflow_ops,
         "io_uring completions that overflowed the completion queue",

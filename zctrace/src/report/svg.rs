@@ -184,7 +184,11 @@ impl TimelineSvg {
                 note: format!(
                     "{} switches per chunk{}",
                     t.mode_switches_per_chunk,
-                    if dips == 0 { ": no syscall per chunk" } else { "" }
+                    if dips == 0 {
+                        ": no syscall per chunk"
+                    } else {
+                        ""
+                    }
                 ),
                 y: 22,
             });

@@ -19,3 +19,4 @@ mod programs;
 mod run;
 mod top;
 mod uring;
+mod workshop;
