@@ -73,9 +73,9 @@ pub fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // SAFETY: a fault-safe load of dev->flags (unsigned int) at the offset
     // read from this kernel's BTF.
     let flags = unsafe { core::ptr::read_volatile(dev.add(off).cast::<u32>()) };
+    let parent_off = layout!(netdev_parent) as usize;
     // SAFETY: as above, dev->dev.parent (a pointer, compared with NULL).
-    let parent =
-        unsafe { core::ptr::read_volatile(dev.add(layout!(netdev_parent) as usize).cast::<u64>()) };
+    let parent = unsafe { core::ptr::read_volatile(dev.add(parent_off).cast::<u64>()) };
     // Loopback and software devices (no bus device under them: veth,
     // bridges, tun) hand the buffers on in memory: no DMA.
     let idx = if flags & IFF_LOOPBACK != 0 || parent == 0 {
