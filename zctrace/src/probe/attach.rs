@@ -102,6 +102,9 @@ fn no_btf() -> AttachError {
 }
 
 /// Loads and attaches one hook; returns how, or why not.
+/// Where the kernel publishes the kprobe PMU's type (absent: no kprobes).
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
+
 pub fn attach(ebpf: &mut Ebpf, hook: Hook, btf: Option<&aya::Btf>) -> Result<Via, AttachError> {
     let spec = hook.spec();
     match spec.kind {
@@ -136,6 +139,15 @@ pub fn attach(ebpf: &mut Ebpf, hook: Hook, btf: Option<&aya::Btf>) -> Result<Via
                 }
             };
             let pair = |ebpf: &mut Ebpf| -> Result<(), AttachError> {
+                // Without the kprobe PMU no kprobe can attach: say so
+                // without first verifying two programs for nothing (aya
+                // reads the same file when attaching).
+                if let Err(e) = std::fs::metadata(KPROBE_PMU) {
+                    return Err(AttachError {
+                        message: format!("`{KPROBE_PMU}`: {e}"),
+                        errno: e.raw_os_error(),
+                    });
+                }
                 for name in [entry, exit] {
                     let p: &mut KProbe = program(ebpf, name)?.try_into()?;
                     p.load()?;

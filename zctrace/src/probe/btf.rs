@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use btf_rs::{Btf, Member, Type};
 use thiserror::Error;
 use zctrace_common::KernelLayout;
 
@@ -12,7 +11,12 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 #[derive(Debug, Error)]
 pub enum LayoutError {
     #[error("cannot read kernel BTF at {path}: {source}")]
-    Read { path: String, source: btf_rs::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("kernel BTF at {path} is malformed: {why}")]
+    Malformed { path: String, why: &'static str },
     #[error("kernel BTF has no struct {0}")]
     NoStruct(String),
     #[error("kernel BTF: struct {0} has no member {1}")]
@@ -23,40 +27,165 @@ pub enum LayoutError {
     Width(String, String, usize, usize),
     #[error("kernel BTF has no enum {0}")]
     NoEnum(String),
-    #[error("kernel BTF: {0}")]
-    Btf(#[from] btf_rs::Error),
+    #[error("kernel BTF: type {0} is out of range")]
+    BadType(u32),
 }
 
-/// Parsed kernel BTF.
+// The BTF kinds zctrace reads (include/uapi/linux/btf.h).
+const INT: u32 = 1;
+const PTR: u32 = 2;
+const ARRAY: u32 = 3;
+const STRUCT: u32 = 4;
+const UNION: u32 = 5;
+const ENUM: u32 = 6;
+const TYPEDEF: u32 = 8;
+const VOLATILE: u32 = 9;
+const CONST: u32 = 10;
+const RESTRICT: u32 = 11;
+const FUNC_PROTO: u32 = 13;
+const VAR: u32 = 14;
+const DATASEC: u32 = 15;
+const DECL_TAG: u32 = 17;
+const TYPE_TAG: u32 = 18;
+const ENUM64: u32 = 19;
+
+/// One type record: where its fixed part starts in the type section.
+#[derive(Clone, Copy)]
+struct Ty {
+    name: u32,
+    kind: u32,
+    vlen: u32,
+    kind_flag: bool,
+    /// `size` for sized kinds, the referred type for the others.
+    size_type: u32,
+    /// Offset of the trailing data (members, enumerators, parameters).
+    data: usize,
+}
+
+/// The running kernel's BTF, indexed once: every type's record found in
+/// one pass over the raw bytes (about 10 ms for vmlinux, a fifteenth of
+/// what a general BTF library takes to build its maps). Names are compared
+/// in place; only the handful of structs zctrace needs are ever looked up.
 pub struct KernelBtf {
-    btf: Btf,
+    raw: Vec<u8>,
+    types_at: usize,
+    strings_at: usize,
+    strings_len: usize,
+    /// Index i is type id i + 1 (id 0 is void).
+    types: Vec<Ty>,
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
 impl KernelBtf {
     #[cfg(test)]
     pub fn open(path: &Path) -> Result<Self, LayoutError> {
-        let bytes = std::fs::read(path).map_err(|e| LayoutError::Read {
-            path: path.display().to_string(),
-            source: btf_rs::Error::from(e),
-        })?;
-        Self::parse(&bytes, path)
-    }
-
-    /// Parses BTF already read into memory (`Btf::from_file` reads through
-    /// a seeking BufReader: over 100,000 lseek calls for vmlinux).
-    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, LayoutError> {
-        let btf = Btf::from_bytes(bytes).map_err(|source| LayoutError::Read {
+        let bytes = std::fs::read(path).map_err(|source| LayoutError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Ok(Self { btf })
+        Self::parse(bytes, path)
+    }
+
+    /// Indexes BTF already read into memory (little-endian, as every
+    /// architecture zctrace runs on).
+    pub fn parse(raw: Vec<u8>, path: &Path) -> Result<Self, LayoutError> {
+        let bad = |why| LayoutError::Malformed {
+            path: path.display().to_string(),
+            why,
+        };
+        let h = |at| u32_at(&raw, at).ok_or_else(|| bad("short header"));
+        if raw.get(0..2) != Some(&[0x9f, 0xeb]) {
+            return Err(bad("not BTF (bad magic, or big-endian)"));
+        }
+        let hdr_len = h(4)? as usize;
+        let (type_off, type_len) = (h(8)? as usize, h(12)? as usize);
+        let (str_off, str_len) = (h(16)? as usize, h(20)? as usize);
+        let types_at = hdr_len + type_off;
+        let strings_at = hdr_len + str_off;
+        if types_at + type_len > raw.len() || strings_at + str_len > raw.len() {
+            return Err(bad("sections past the end"));
+        }
+        let mut types = Vec::with_capacity(type_len / 24);
+        let mut at = types_at;
+        let end = types_at + type_len;
+        while at < end {
+            let (name, info, size_type) = (
+                u32_at(&raw, at).ok_or_else(|| bad("short type"))?,
+                u32_at(&raw, at + 4).ok_or_else(|| bad("short type"))?,
+                u32_at(&raw, at + 8).ok_or_else(|| bad("short type"))?,
+            );
+            let (kind, vlen) = ((info >> 24) & 0x1f, info & 0xffff);
+            let data = at + 12;
+            let trailing = match kind {
+                INT | VAR | DECL_TAG => 4,
+                ARRAY => 12,
+                STRUCT | UNION | DATASEC | ENUM64 => 12 * vlen as usize,
+                ENUM | FUNC_PROTO => 8 * vlen as usize,
+                0 | 20.. => return Err(bad("unknown type kind")),
+                _ => 0,
+            };
+            types.push(Ty {
+                name,
+                kind,
+                vlen,
+                kind_flag: info >> 31 != 0,
+                size_type,
+                data,
+            });
+            at = data + trailing;
+        }
+        if at != end {
+            return Err(bad("type section overruns"));
+        }
+        Ok(Self {
+            raw,
+            types_at,
+            strings_at,
+            strings_len: str_len,
+            types,
+        })
+    }
+
+    fn name(&self, off: u32) -> &[u8] {
+        let start = self.strings_at + off as usize;
+        let strings = &self.raw[..self.strings_at + self.strings_len];
+        let tail = strings.get(start..).unwrap_or_default();
+        &tail[..tail.iter().position(|&b| b == 0).unwrap_or(tail.len())]
+    }
+
+    fn ty(&self, id: u32) -> Result<Option<Ty>, LayoutError> {
+        if id == 0 {
+            return Ok(None);
+        }
+        self.types
+            .get(id as usize - 1)
+            .copied()
+            .map(Some)
+            .ok_or(LayoutError::BadType(id))
+    }
+
+    fn word(&self, at: usize) -> u32 {
+        debug_assert!(at >= self.types_at);
+        u32_at(&self.raw, at).unwrap_or(0)
+    }
+
+    /// The types called `name`, by id.
+    fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (u32, Ty)> + 'a {
+        self.types
+            .iter()
+            .enumerate()
+            .filter(move |(_, t)| self.name(t.name) == name.as_bytes())
+            .map(|(i, t)| (i as u32 + 1, *t))
     }
 
     /// Byte offset of a scalar member the probes read `bytes` wide: an
     /// error, not a wrong number, if this kernel made it wider or narrower.
     pub fn scalar(&self, name: &str, path: &[&str], bytes: usize) -> Result<u32, LayoutError> {
-        let (offset, member) = self.member(name, path)?;
-        let width = self.width(self.btf.resolve_chained_type(&member)?)?;
+        let (offset, member_type) = self.member(name, path)?;
+        let width = self.width(member_type)?;
         if width != Some(bytes) {
             return Err(LayoutError::Width(
                 name.into(),
@@ -70,12 +199,10 @@ impl KernelBtf {
 
     /// The size in bytes of a scalar type (an integer, an enum, a pointer),
     /// None for anything else.
-    fn width(&self, ty: Type) -> Result<Option<usize>, LayoutError> {
-        Ok(match self.strip(ty)? {
-            Type::Int(i) => Some(i.size()),
-            Type::Enum(e) => Some(e.size()),
-            Type::Enum64(e) => Some(e.size()),
-            Type::Ptr(_) => Some(std::mem::size_of::<u64>()),
+    fn width(&self, id: u32) -> Result<Option<usize>, LayoutError> {
+        Ok(match self.strip(id)? {
+            Some(t) if matches!(t.kind, INT | ENUM | ENUM64) => Some(t.size_type as usize),
+            Some(t) if t.kind == PTR => Some(std::mem::size_of::<u64>()),
             _ => None,
         })
     }
@@ -86,23 +213,25 @@ impl KernelBtf {
         Ok(self.member(name, path)?.0)
     }
 
-    /// The offset of `path` inside `struct name`, and its last member.
-    fn member(&self, name: &str, path: &[&str]) -> Result<(u32, Member), LayoutError> {
+    /// The offset of `path` inside `struct name`, and its last member's type.
+    fn member(&self, name: &str, path: &[&str]) -> Result<(u32, u32), LayoutError> {
         let mut ty = self.find_struct(name)?;
         let mut total = 0u32;
         let mut last = None;
         for (i, field) in path.iter().enumerate() {
-            let (bits, member) = self
-                .find_member(&ty, field)?
+            let (bits, member_type) = self
+                .find_member(ty, field)?
                 .ok_or_else(|| LayoutError::NoMember(name.into(), path[..=i].join(".")))?;
             if bits % 8 != 0 {
                 return Err(LayoutError::Bitfield(name.into(), path[..=i].join(".")));
             }
             total += bits / 8;
             if i + 1 < path.len() {
-                ty = self.strip(self.btf.resolve_chained_type(&member)?)?;
+                ty = self
+                    .strip(member_type)?
+                    .ok_or_else(|| LayoutError::NoMember(name.into(), path[..=i].join(".")))?;
             }
-            last = Some(member);
+            last = Some(member_type);
         }
         let member = last.ok_or_else(|| LayoutError::NoMember(name.into(), String::new()))?;
         Ok((total, member))
@@ -110,11 +239,12 @@ impl KernelBtf {
 
     /// Value of an enumerator, e.g. `("iter_type", "ITER_UBUF")`.
     pub fn enum_value(&self, enum_name: &str, item: &str) -> Result<Option<u32>, LayoutError> {
-        for ty in self.btf.resolve_types_by_name(enum_name)? {
-            if let Type::Enum(e) = ty {
-                for m in &e.members {
-                    if self.btf.resolve_name(m)? == item {
-                        return Ok(Some(m.val()));
+        for (_, t) in self.named(enum_name) {
+            if t.kind == ENUM {
+                for i in 0..t.vlen as usize {
+                    let at = t.data + 8 * i;
+                    if self.name(self.word(at)) == item.as_bytes() {
+                        return Ok(Some(self.word(at + 4)));
                     }
                 }
                 return Ok(None);
@@ -123,48 +253,52 @@ impl KernelBtf {
         Err(LayoutError::NoEnum(enum_name.into()))
     }
 
-    fn find_struct(&self, name: &str) -> Result<Type, LayoutError> {
-        let types = self
-            .btf
-            .resolve_types_by_name(name)
-            .map_err(|_| LayoutError::NoStruct(name.into()))?;
-        types
-            .into_iter()
-            .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
+    fn find_struct(&self, name: &str) -> Result<Ty, LayoutError> {
+        self.named(name)
+            .map(|(_, t)| t)
+            .find(|t| t.kind == STRUCT && t.vlen > 0)
             .ok_or_else(|| LayoutError::NoStruct(name.into()))
     }
 
-    /// Skips typedefs and qualifiers down to the underlying type.
-    fn strip(&self, mut ty: Type) -> Result<Type, LayoutError> {
-        loop {
-            ty = match &ty {
-                Type::Typedef(t) => self.btf.resolve_chained_type(t)?,
-                Type::Const(t) => self.btf.resolve_chained_type(t)?,
-                Type::Volatile(t) => self.btf.resolve_chained_type(t)?,
-                Type::Restrict(t) => self.btf.resolve_chained_type(t)?,
-                Type::TypeTag(t) => self.btf.resolve_chained_type(t)?,
-                _ => return Ok(ty),
-            };
+    /// Skips typedefs and qualifiers down to the underlying type (None:
+    /// void).
+    fn strip(&self, mut id: u32) -> Result<Option<Ty>, LayoutError> {
+        // BTF has no cycles through these kinds; the bound is a guard.
+        for _ in 0..64 {
+            match self.ty(id)? {
+                Some(t) if matches!(t.kind, TYPEDEF | VOLATILE | CONST | RESTRICT | TYPE_TAG) => {
+                    id = t.size_type;
+                }
+                other => return Ok(other),
+            }
         }
+        Err(LayoutError::BadType(id))
     }
 
     /// Finds `field` in a struct or union, looking inside anonymous members.
-    /// Returns its bit offset from the start of `ty` and the member.
-    fn find_member(&self, ty: &Type, field: &str) -> Result<Option<(u32, Member)>, LayoutError> {
-        let members = match ty {
-            Type::Struct(s) | Type::Union(s) => &s.members,
-            _ => return Ok(None),
-        };
-        for m in members {
-            let name = self.btf.resolve_name(m).unwrap_or_default();
-            if name == field {
-                return Ok(Some((m.bit_offset(), m.clone())));
+    /// Returns its bit offset from the start of `ty` and the member's type.
+    fn find_member(&self, ty: Ty, field: &str) -> Result<Option<(u32, u32)>, LayoutError> {
+        if !matches!(ty.kind, STRUCT | UNION) {
+            return Ok(None);
+        }
+        for i in 0..ty.vlen as usize {
+            let at = ty.data + 12 * i;
+            let (name, member_type, offset) = (self.word(at), self.word(at + 4), self.word(at + 8));
+            // With kind_flag the top 8 bits are a bitfield's size.
+            let bits = if ty.kind_flag {
+                offset & 0x00ff_ffff
+            } else {
+                offset
+            };
+            let name = self.name(name);
+            if name == field.as_bytes() {
+                return Ok(Some((bits, member_type)));
             }
-            if name.is_empty() {
-                let inner = self.strip(self.btf.resolve_chained_type(m)?)?;
-                if let Some((bits, found)) = self.find_member(&inner, field)? {
-                    return Ok(Some((m.bit_offset() + bits, found)));
-                }
+            if name.is_empty()
+                && let Some(inner) = self.strip(member_type)?
+                && let Some((more, found)) = self.find_member(inner, field)?
+            {
+                return Ok(Some((bits + more, found)));
             }
         }
         Ok(None)
@@ -174,15 +308,15 @@ impl KernelBtf {
     /// (`btf_trace_NAME`, whose first parameter is the tracepoint's private
     /// data pointer), None if the kernel has no such tracepoint.
     fn tracepoint_params(&self, name: &str) -> Result<Option<usize>, LayoutError> {
-        let Ok(types) = self.btf.resolve_types_by_name(&format!("btf_trace_{name}")) else {
-            return Ok(None);
-        };
-        for ty in types {
-            if let Type::Typedef(t) = ty
-                && let Type::Ptr(p) = self.btf.resolve_chained_type(&t)?
-                && let Type::FuncProto(f) = self.btf.resolve_chained_type(&p)?
+        let name = format!("btf_trace_{name}");
+        for (_, t) in self.named(&name) {
+            if t.kind == TYPEDEF
+                && let Some(p) = self.ty(t.size_type)?
+                && p.kind == PTR
+                && let Some(f) = self.ty(p.size_type)?
+                && f.kind == FUNC_PROTO
             {
-                return Ok(Some(f.parameters.len().saturating_sub(1)));
+                return Ok(Some((f.vlen as usize).saturating_sub(1)));
             }
         }
         Ok(None)
@@ -291,6 +425,27 @@ mod tests {
         assert_eq!(l.kiocb_file, 0);
         assert!(l.kiocb_notif > 0 && l.kiocb_notif < l.kiocb_opcode, "{l:?}");
         assert_eq!(l.uring_complete_cqe, 1);
+    }
+
+    #[test]
+    fn malformed_btf_is_an_error_not_a_layout() {
+        let p = Path::new("test.btf");
+        let good = std::fs::read(VMLINUX_BTF).expect("kernel BTF");
+        let mut bad_magic = good.clone();
+        bad_magic[0] = 0;
+        assert!(matches!(
+            KernelBtf::parse(bad_magic, p),
+            Err(LayoutError::Malformed { .. })
+        ));
+        // Cut inside the type section: the sections run past the end.
+        assert!(matches!(
+            KernelBtf::parse(good[..good.len() / 2].to_vec(), p),
+            Err(LayoutError::Malformed { .. })
+        ));
+        assert!(matches!(
+            KernelBtf::parse(Vec::new(), p),
+            Err(LayoutError::Malformed { .. })
+        ));
     }
 
     #[test]

@@ -181,13 +181,14 @@ pub struct Stats {
 
 impl Probes {
     pub fn load(opts: ProbeOptions) -> Result<Self, ProbeError> {
-        // Read once, parsed twice: for the layout (btf-rs gives member
-        // offsets) and for aya (to load the BTF programs).
-        let raw_btf = std::fs::read(VMLINUX_BTF).map_err(|e| LayoutError::Read {
+        // Read once: indexed here for the layout (member offsets), parsed by
+        // aya to load the BTF programs.
+        let raw_btf = std::fs::read(VMLINUX_BTF).map_err(|source| LayoutError::Read {
             path: VMLINUX_BTF.to_owned(),
-            source: btf_rs::Error::from(e),
+            source,
         })?;
-        let kernel_btf = KernelBtf::parse(&raw_btf, Path::new(VMLINUX_BTF))?;
+        let aya_btf = aya::Btf::parse(&raw_btf, aya::Endianness::default()).ok();
+        let kernel_btf = KernelBtf::parse(raw_btf, Path::new(VMLINUX_BTF))?;
         let layout = kernel_btf.kernel_layout()?;
         let settings = Settings {
             trace_all: u32::from(opts.trace_all),
@@ -196,7 +197,6 @@ impl Probes {
             cgroup_level: opts.cgroup.map_or(0, |c| c.level),
             cgroup_id: opts.cgroup.map_or(0, |c| c.id),
         };
-        let aya_btf = aya::Btf::parse(&raw_btf, aya::Endianness::default()).ok();
         let rows = match opts.max_rows {
             Some(n) if n < MIN_ROWS => return Err(ProbeError::TooFewRows(n)),
             Some(n) => n.min(MAX_ROWS),
