@@ -257,6 +257,8 @@ const _: () = {
         assert!(Call::ALL[i] as usize == i);
         i += 1;
     }
+    // FdKind::from_u32 relies on 0..COUNT being exactly its kinds.
+    assert!(FdKind::Unix as usize == FdKind::COUNT - 1 && FdKind::Unknown as usize == 0);
 };
 
 /// What a file descriptor refers to, from the inode's `S_IFMT` bits and,
@@ -309,18 +311,16 @@ impl FdKind {
         }
     }
 
+    /// Validates a value read from a map: one range check, no table (a
+    /// match would hand the verifier one constant per kind, and it would
+    /// check all that follows once for each).
     pub const fn from_u32(v: u32) -> FdKind {
-        match v {
-            1 => FdKind::File,
-            2 => FdKind::Pipe,
-            3 => FdKind::Socket,
-            4 => FdKind::CharDev,
-            5 => FdKind::Other,
-            6 => FdKind::Memory,
-            7 => FdKind::Tcp,
-            8 => FdKind::Udp,
-            9 => FdKind::Unix,
-            _ => FdKind::Unknown,
+        if (v as usize) < FdKind::COUNT {
+            // SAFETY: FdKind is repr(u32) and its discriminants are exactly
+            // 0..COUNT (asserted below), and `v` is in that range.
+            unsafe { core::mem::transmute::<u32, FdKind>(v) }
+        } else {
+            FdKind::Unknown
         }
     }
 

@@ -170,6 +170,9 @@ pub const NO_ROW: u32 = u32::MAX;
 pub const NO_COUNTER: u32 = u32::MAX;
 /// Bit of [`ThreadState::flags`]: the call in flight maps a file.
 pub const FLAG_MAPS_FILE: u32 = 1 << 3;
+/// Bit of [`ThreadState::flags`]: the call writes from the thread's file
+/// mapping.
+pub const FLAG_FROM_MAPPING: u32 = 1 << 4;
 /// Bit of [`ThreadState::flags`]: the call in flight is an exec (the
 /// thread's ids may change).
 pub const FLAG_EXEC: u32 = 1 << 5;
@@ -298,7 +301,7 @@ impl ThreadState {
             zerocopy: self.flags & 2 != 0,
             errqueue: self.flags & 4 != 0,
             maps_file: self.flags & FLAG_MAPS_FILE != 0,
-            from_mapping: self.flags & 16 != 0,
+            from_mapping: self.flags & FLAG_FROM_MAPPING != 0,
         }
     }
 
@@ -312,7 +315,11 @@ impl ThreadState {
             | (info.zerocopy as u32) << 1
             | (info.errqueue as u32) << 2
             | (info.maps_file as u32) << 3
-            | (info.from_mapping as u32) << 4
+            | if info.from_mapping {
+                FLAG_FROM_MAPPING
+            } else {
+                0
+            }
     }
 }
 

@@ -6,9 +6,9 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use zctrace_common::{
-    Call, CallInfo, EnterMemo, Event, FLAG_EXEC, FLAG_MAPS_FILE, FLAG_TIMED, FdKind, MSG_ERRQUEUE,
-    MSG_ZEROCOPY, Method, NO_COUNTER, NO_ROW, SendClass, ThreadState, classify, counter,
-    derived_counter, event_kind, ledger,
+    Call, CallInfo, EnterMemo, Event, FLAG_EXEC, FLAG_FROM_MAPPING, FLAG_MAPS_FILE, FLAG_TIMED,
+    FdKind, MSG_ERRQUEUE, MSG_ZEROCOPY, Method, NO_COUNTER, NO_ROW, SendClass, ThreadState,
+    classify, counter, derived_counter, event_kind, ledger,
 };
 
 use crate::{
@@ -58,6 +58,16 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
         Some(a) => (describe(call, &a, st, epoch), a),
         None => (CallInfo::new(call), [0; 6]),
     };
+    // The description, stored and read back: what follows depends on the
+    // call and its fds only through numbers the verifier knows nothing
+    // about, and is checked once rather than once per call family and fd
+    // kind (see the second read-back below).
+    st.call = call as u32;
+    st.in_kind = info.in_kind as u32;
+    st.out_kind = info.out_kind as u32;
+    st.flags = ThreadState::pack_flags(&info) | per_call;
+    let (info, per_call) = reread_info(st);
+    let call = info.call;
     let (before, before_src) = (st.current, st.src);
     let c = classify(
         &info,
@@ -102,13 +112,32 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     st.flags = flags | per_call;
     st.send_class = SendClass::Unknown as u32;
     st.derived = derived_counter(&info).map_or(NO_COUNTER, |c| c as u32);
+    // From here on only values read back from the thread's state: the
+    // call, its flags and kinds are then numbers the verifier knows nothing
+    // about, so the row lookup and the memo below are checked once, not
+    // once per syscall family and classification (which made sys_enter's
+    // verification some 200,000 instructions: a third of a second at every
+    // start).
+    // SAFETY: plain loads of this thread's own state.
+    let (call_v, flags_v, derived_v, in_v, out_v) = unsafe {
+        (
+            core::ptr::read_volatile(&st.call),
+            core::ptr::read_volatile(&st.flags),
+            core::ptr::read_volatile(&st.derived),
+            core::ptr::read_volatile(&st.in_kind),
+            core::ptr::read_volatile(&st.out_kind),
+        )
+    };
     // The call's row, found now (usually in the thread's row cache) so
     // that sys_exit and the hooks inside the call just index it.
-    st.row = row_of(st, method, call as u32, flow);
+    st.row = row_of(st, method, call_v, flow);
     // Remember it when it may be replayed (see `replay`).
-    let memo = match call {
-        Call::Read | Call::Pread | Call::Readv | Call::Write | Call::Pwrite => !info.from_mapping,
-        Call::Writev => st.map_len == 0,
+    let flags = flags_v & !(FLAG_TIMED | FLAG_EXEC);
+    let memo = match Call::from_u32(call_v) {
+        Some(Call::Read | Call::Pread | Call::Readv | Call::Write | Call::Pwrite) => {
+            flags & FLAG_FROM_MAPPING == 0
+        }
+        Some(Call::Writev) => st.map_len == 0,
         _ => false,
     };
     if memo && st.row != NO_ROW {
@@ -116,14 +145,11 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
             nr: (nr as u32).wrapping_add(1),
             fd: args[0] as u32,
             epoch,
-            methods: EnterMemo::methods(before, call as u32, method, next),
+            methods: EnterMemo::methods(before, call_v, method, next),
             flags,
-            derived: st.derived,
+            derived: derived_v,
             row: st.row,
-            kinds: st.in_kind
-                | st.out_kind << 8
-                | u32::from(before_src) << 16
-                | u32::from(next_src) << 24,
+            kinds: in_v | out_v << 8 | u32::from(before_src) << 16 | u32::from(next_src) << 24,
         });
     }
     Ok(())
@@ -175,6 +201,33 @@ fn replay(
         st.out_kind = kinds >> 8;
     }
     true
+}
+
+/// The call in flight as stored in the thread's state (volatile loads, so
+/// nothing the compiler knows of the stored values survives), and its
+/// per-call flags.
+#[inline(always)]
+fn reread_info(st: &ThreadState) -> (CallInfo, u32) {
+    // SAFETY: plain loads of this thread's own state.
+    let (call, in_kind, out_kind, flags) = unsafe {
+        (
+            core::ptr::read_volatile(&st.call),
+            core::ptr::read_volatile(&st.in_kind),
+            core::ptr::read_volatile(&st.out_kind),
+            core::ptr::read_volatile(&st.flags),
+        )
+    };
+    let info = CallInfo {
+        call: Call::from_u32(call).unwrap_or(Call::Other),
+        in_kind: FdKind::from_u32(in_kind),
+        out_kind: FdKind::from_u32(out_kind),
+        direct: flags & 1 != 0,
+        zerocopy: flags & 2 != 0,
+        errqueue: flags & 4 != 0,
+        maps_file: flags & FLAG_MAPS_FILE != 0,
+        from_mapping: flags & FLAG_FROM_MAPPING != 0,
+    };
+    (info, flags & (FLAG_TIMED | FLAG_EXEC))
 }
 
 #[inline(always)]

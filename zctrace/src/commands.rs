@@ -302,6 +302,17 @@ pub fn hooks(args: &HooksArgs) -> Result<()> {
             s += &format!("{:<24}           reason: {r}\n", "");
         }
     }
+    let t = probes.timings;
+    let detach = std::time::Instant::now();
+    drop(probes);
+    s += &format!(
+        "start-up: kernel BTF {:.0} ms, maps {:.0} ms, programs verified and attached {:.0} ms; \
+         detached in {:.0} ms\n",
+        t.btf_ms,
+        t.maps_ms,
+        t.programs_ms,
+        detach.elapsed().as_secs_f64() * 1e3
+    );
     emit(&s)
 }
 

@@ -135,6 +135,23 @@ pub struct Probes {
     released: [u64; zctrace_common::counter::COUNT],
     /// Rows in the row map.
     capacity: u32,
+    /// How long loading took, phase by phase.
+    pub timings: LoadTimings,
+}
+
+/// Where start-up time goes (`zctrace hooks` shows it).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct LoadTimings {
+    /// Reading and indexing the kernel's BTF (both parses).
+    pub btf_ms: f64,
+    /// Creating the maps and relocating the object.
+    pub maps_ms: f64,
+    /// Verifying and attaching every program.
+    pub programs_ms: f64,
+}
+
+fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// Health counters summed over CPUs, and the ledger's balance.
@@ -181,6 +198,7 @@ pub struct Stats {
 
 impl Probes {
     pub fn load(opts: ProbeOptions) -> Result<Self, ProbeError> {
+        let started = std::time::Instant::now();
         // Read once: indexed here for the layout (member offsets), parsed by
         // aya to load the BTF programs.
         let raw_btf = std::fs::read(VMLINUX_BTF).map_err(|source| LayoutError::Read {
@@ -202,6 +220,8 @@ impl Probes {
             Some(n) => n.min(MAX_ROWS),
             None => row_capacity(),
         };
+        let btf_ms = ms_since(started);
+        let started = std::time::Instant::now();
         let mut ebpf = EbpfLoader::new()
             .btf(aya_btf.as_ref())
             // THREADS is task storage, which aya creates but has no type for.
@@ -217,6 +237,8 @@ impl Probes {
         // every process traced, the first programs run as they attach);
         // new rows are handed out from 1.
         reserve_overflow_row(&mut ebpf)?;
+        let maps_ms = ms_since(started);
+        let started = std::time::Instant::now();
         let mut hooks = Vec::with_capacity(Hook::ALL.len());
         for hook in Hook::ALL {
             let spec = hook.spec();
@@ -247,6 +269,11 @@ impl Probes {
             hooks,
             released: [0; zctrace_common::counter::COUNT],
             capacity: rows,
+            timings: LoadTimings {
+                btf_ms,
+                maps_ms,
+                programs_ms: ms_since(started),
+            },
         };
         // Thread-table slots are released at thread exit: no table without
         // that hook.
@@ -297,6 +324,7 @@ impl Probes {
                 hooks: Vec::new(),
                 released: [0; zctrace_common::counter::COUNT],
                 capacity: 0,
+                timings: LoadTimings::default(),
             },
             attached,
         ))
