@@ -999,7 +999,62 @@ fn machine_wide(bin: &str, rounds: usize) -> Result<String> {
          rows once a second, is {steady:.1} ms per second ({:.2}% of one core).\n",
         steady / 10.0
     );
+    doc += &startup(bin)?;
     Ok(doc)
+}
+
+/// Start-up: `zctrace hooks` (read the kernel's BTF, create the maps,
+/// verify and attach every program, detach), wall time per run and the
+/// phases it reports, median of 11 runs.
+fn startup(bin: &str) -> Result<String> {
+    const RUNS: usize = 11;
+    const TARGET_MS: f64 = 150.0;
+    let mut wall = Vec::new();
+    let mut phases: [Vec<f64>; 4] = Default::default();
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let out = Command::new(bin).arg("hooks").output()?;
+        wall.push(t.elapsed().as_secs_f64() * 1e3);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("start-up:"))
+            .ok_or_else(|| anyhow!("zctrace hooks printed no start-up line: {text}"))?;
+        // "start-up: kernel BTF 23 ms, maps 56 ms, programs ... 144 ms; detached in 1 ms"
+        let numbers: Vec<f64> = line
+            .split(" ms")
+            .filter_map(|part| part.rsplit(' ').next()?.parse().ok())
+            .collect();
+        if numbers.len() != 4 {
+            bail!("cannot read the start-up line: {line}");
+        }
+        for (p, v) in phases.iter_mut().zip(numbers) {
+            p.push(v);
+        }
+    }
+    let total = median(&wall);
+    Ok(format!(
+        "
+### Start-up
+
+`zctrace hooks`, {RUNS} runs, median: {total:.0} ms of wall time from exec to exit \
+         (target: at most {TARGET_MS:.0} ms: {}). zctrace's own phases: kernel BTF read and indexed \
+         {:.0} ms (aya parses it too, to load the BTF tracepoints), maps created {:.0} ms (the loader \
+         parses BTF once more itself; the per-CPU row map is most of the rest), every program verified \
+         and attached {:.0} ms, detached {:.0} ms.\n",
+        if total <= TARGET_MS {
+            "met".to_owned()
+        } else {
+            format!(
+                "not met, {:.0} ms over: most of it is the kernel verifying the programs",
+                total - TARGET_MS
+            )
+        },
+        median(&phases[0]),
+        median(&phases[1]),
+        median(&phases[2]),
+        median(&phases[3]),
+    ))
 }
 
 /// What each of zctrace's programs costs per run, as the kernel itself

@@ -99,6 +99,8 @@ pub mod event_kind {
     pub const PROCESS_EXIT: u32 = 2;
     /// A traced process forked a child that is now traced too.
     pub const FORK: u32 = 3;
+    /// A traced process ran execve: its new name is in `comm`.
+    pub const EXEC: u32 = 4;
 }
 
 /// One entry of the live event stream.

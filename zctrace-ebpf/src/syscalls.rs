@@ -326,6 +326,21 @@ fn after_exec_or_mmap(st: &mut ThreadState, ret: i64) {
         st.tgid = (pid_tgid >> 32) as u32;
         st.tid = pid_tgid as u32;
         st.forget_rows();
+        if ret == 0 {
+            // Userspace learns the new name now, not by reading /proc.
+            emit(&Event {
+                ts_ns: 0,
+                dur_ns: 0,
+                ret: 0,
+                tgid: st.tgid,
+                tid: st.tid,
+                kind: event_kind::EXEC,
+                method: 0,
+                call: 0,
+                in_kind: 0,
+                comm: current_comm(),
+            });
+        }
     } else if !(-4095..0).contains(&ret) {
         // A successful mmap of a file returns the address (errors are
         // -4095..-1).

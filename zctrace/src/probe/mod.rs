@@ -6,6 +6,7 @@
 //! reason. Dropping `Probes` detaches everything: nothing is pinned.
 
 pub mod attach;
+mod batch;
 pub mod btf;
 mod maps;
 
@@ -78,6 +79,8 @@ pub enum ProbeError {
     Map(#[from] aya::maps::MapError),
     #[error("cannot count the CPUs: {0}")]
     Cpus(std::io::Error),
+    #[error("reading the counter rows failed: {0}")]
+    Batch(std::io::Error),
     #[error("--max-rows {0}: at least {MIN_ROWS} rows are needed")]
     TooFewRows(u32),
 }

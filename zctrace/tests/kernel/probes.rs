@@ -286,3 +286,40 @@ fn a_flooded_ring_buffer_counts_drops_while_counters_stay_exact() {
         "sent events are all in the ring"
     );
 }
+
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn batched_snapshots_read_the_same_rows_as_row_by_row() {
+    let _guard = serial();
+    let mut p = Probes::load(ProbeOptions {
+        per_thread: true,
+        ..ProbeOptions::default()
+    })
+    .expect("load probes");
+    p.trace_pid(std::process::id()).expect("trace self");
+    // 600 threads, each with its own rows (more than one batch of the
+    // index would hold at 4096 only with several rows each: each reader
+    // makes an open, reads and a close, in different rows).
+    let tids: Vec<u32> = (0..600).map(|i| reader_thread(1 + i % 7)).collect();
+    let batched = p.snapshot().expect("batched snapshot");
+    let one_by_one = p.snapshot_per_row().expect("row-by-row snapshot");
+    let of_readers = |s: &zctrace::model::Snapshot| {
+        s.rows
+            .iter()
+            .filter(|(k, _)| tids.contains(&k.tid))
+            .map(|(k, v)| (*k, *v))
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (of_readers(&batched), of_readers(&one_by_one));
+    assert!(a.len() >= 600, "{} reader rows", a.len());
+    assert_eq!(a, b, "the same rows and counts both ways");
+    // Every reader's reads are there: 1 to 7 one-byte reads of /dev/zero.
+    for (i, tid) in tids.iter().enumerate() {
+        let reads: u64 = a
+            .iter()
+            .filter(|(k, _)| k.tid == *tid && k.call == Call::Read as u32)
+            .map(|(_, v)| v.v[counter::SYSCALLS])
+            .sum();
+        assert_eq!(reads, 1 + i as u64 % 7, "thread {tid}");
+    }
+}
