@@ -1000,6 +1000,77 @@ fn machine_wide(bin: &str, rounds: usize) -> Result<String> {
         steady / 10.0
     );
     doc += &startup(bin)?;
+    doc += &sampling_curve(bin)?;
+    Ok(doc)
+}
+
+/// The sampler's own CPU against live counter rows: `zctrace top` at 4 Hz
+/// (`--interval 250ms`, JSON of the top 10 to a file) while N processes
+/// keep a few rows each live (xtask/bench/procs.c), less what loading and
+/// detaching cost.
+fn sampling_curve(bin: &str) -> Result<String> {
+    const SECS: u64 = 8;
+    let dir = workspace_root().join("target").join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let procs = dir.join("procs");
+    run(Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&procs)
+        .arg(workspace_root().join("xtask/bench/procs.c")))?;
+    let own_ms = |args: &[&str]| -> Result<f64> {
+        let out = Command::new(bin)
+            .args(args)
+            .env("ZCTRACE_REPORT_CPU", "1")
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        text.lines()
+            .find_map(|l| l.strip_prefix("zctrace-own-cpu-ms "))
+            .and_then(|ms| ms.trim().parse().ok())
+            .ok_or_else(|| anyhow!("no CPU report from zctrace {args:?}: {text}"))
+    };
+    let load = median(&(0..3).map(|_| own_ms(&["hooks"])).collect::<Result<Vec<_>>>()?);
+    let mut doc = format!(
+        "\n### Sampling cost against live rows\n\n`zctrace top --json --interval 250ms --limit 10` \
+         for {SECS} s while N processes each keep a read row and a write row live (a byte each, \
+         twice a second): zctrace's own CPU (user + system, all its threads) less loading and \
+         detaching ({load:.0} ms), per second of sampling at 4 Hz. Target: at most 1% of one core \
+         at 10,000 live rows.\n\n| processes | live rows | CPU ms per s | % of one core |\n|---|---|---|---|\n"
+    );
+    let json = dir.join("top.json");
+    for n in [100, 1000, 4000] {
+        let mut children = Command::new(&procs)
+            .args([n.to_string(), (SECS + 12).to_string()])
+            .spawn()?;
+        // Forked, and each has made its first calls.
+        std::thread::sleep(Duration::from_secs(3));
+        let args = [
+            "top",
+            "--json",
+            "--interval",
+            "250ms",
+            "--limit",
+            "10",
+            "--duration",
+            &format!("{SECS}s"),
+            "-o",
+            &json.display().to_string(),
+        ];
+        let ms = own_ms(&args);
+        let _ = children.kill();
+        let _ = Command::new("pkill").args(["-f", &procs.display().to_string()]).status();
+        let _ = children.wait();
+        let ms = ms?;
+        let text = std::fs::read_to_string(&json)?;
+        let last: serde_json::Value = serde_json::from_str(
+            text.lines().last().ok_or_else(|| anyhow!("top wrote no JSON"))?,
+        )?;
+        let rows = last["stats"]["rows_used"].as_u64().unwrap_or(0);
+        let per_s = (ms - load).max(0.0) / SECS as f64;
+        doc += &format!(
+            "| {n} | {rows} | {per_s:.1} | {:.2}% |\n",
+            per_s / 10.0
+        );
+    }
     Ok(doc)
 }
 
