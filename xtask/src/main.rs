@@ -1028,7 +1028,11 @@ fn sampling_curve(bin: &str) -> Result<String> {
             .and_then(|ms| ms.trim().parse().ok())
             .ok_or_else(|| anyhow!("no CPU report from zctrace {args:?}: {text}"))
     };
-    let load = median(&(0..3).map(|_| own_ms(&["hooks"])).collect::<Result<Vec<_>>>()?);
+    let load = median(
+        &(0..3)
+            .map(|_| own_ms(&["hooks"]))
+            .collect::<Result<Vec<_>>>()?,
+    );
     let mut doc = format!(
         "\n### Sampling cost against live rows\n\n`zctrace top --json --interval 250ms --limit 10` \
          for {SECS} s while N processes each keep a read row and a write row live (a byte each, \
@@ -1057,19 +1061,20 @@ fn sampling_curve(bin: &str) -> Result<String> {
         ];
         let ms = own_ms(&args);
         let _ = children.kill();
-        let _ = Command::new("pkill").args(["-f", &procs.display().to_string()]).status();
+        let _ = Command::new("pkill")
+            .args(["-f", &procs.display().to_string()])
+            .status();
         let _ = children.wait();
         let ms = ms?;
         let text = std::fs::read_to_string(&json)?;
         let last: serde_json::Value = serde_json::from_str(
-            text.lines().last().ok_or_else(|| anyhow!("top wrote no JSON"))?,
+            text.lines()
+                .last()
+                .ok_or_else(|| anyhow!("top wrote no JSON"))?,
         )?;
         let rows = last["stats"]["rows_used"].as_u64().unwrap_or(0);
         let per_s = (ms - load).max(0.0) / SECS as f64;
-        doc += &format!(
-            "| {n} | {rows} | {per_s:.1} | {:.2}% |\n",
-            per_s / 10.0
-        );
+        doc += &format!("| {n} | {rows} | {per_s:.1} | {:.2}% |\n", per_s / 10.0);
     }
     Ok(doc)
 }
