@@ -48,6 +48,11 @@ const APT_PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
     // Network namespaces and a veth pair for `demo --to`.
     "iproute2",
+    // The arm64 half of the kernel matrix: the emulator, the cross linker
+    // for the static musl zctrace, and xz for Debian's package indexes.
+    "qemu-system-arm",
+    "gcc-aarch64-linux-gnu",
+    "xz-utils",
 ];
 /// Set to 1 to let non-root runs skip the kernel tests (never in CI).
 const SKIP_ROOT_ENV: &str = "ZCTRACE_SKIP_ROOT_TESTS";
@@ -85,7 +90,7 @@ enum Cmd {
     /// Boot Debian's 6.1 and 6.12 kernels in QEMU and run zctrace's probe
     /// self-test inside each.
     VmTest {
-        /// 6.1, 6.12 or all.
+        /// 6.1, 6.12, arm64-6.1, arm64-6.12 or all.
         #[arg(long, default_value = "all")]
         kernel: String,
         /// Make these optional hooks mandatory (comma-separated), to see a

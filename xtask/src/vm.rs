@@ -17,14 +17,101 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-/// The kernel series the matrix boots, with the package-name pattern of
-/// their newest image in bookworm (6.1) and bookworm's 6.12 updates.
-pub const SERIES: &[(&str, &str)] = &[
-    ("6.1", r"^linux-image-6\.1\.0-[0-9]+-amd64$"),
-    ("6.12", r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$"),
+/// The architectures the matrix boots.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    const fn musl(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-musl",
+            Arch::Aarch64 => "aarch64-unknown-linux-musl",
+        }
+    }
+
+    const fn qemu(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "qemu-system-x86_64",
+            Arch::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+
+    /// The machine, and the serial console the kernel writes to.
+    const fn machine(self) -> (&'static [&'static str], &'static str) {
+        match self {
+            Arch::X86_64 => (&["-cpu", "max"], "ttyS0"),
+            Arch::Aarch64 => (&["-M", "virt", "-cpu", "max"], "ttyAMA0"),
+        }
+    }
+
+    const fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+}
+
+/// Where a series' newest kernel image comes from.
+pub enum Source {
+    /// apt on this (amd64) machine: the package-name pattern.
+    Apt(&'static str),
+    /// Debian's pool for another architecture, read from the suite's
+    /// package index (no foreign architecture is added to dpkg): the
+    /// index's address, and which package names are the series'.
+    Pool {
+        index: &'static str,
+        prefix: &'static str,
+        suffix: &'static str,
+    },
+}
+
+/// One kernel the matrix boots.
+pub struct Series {
+    pub name: &'static str,
+    pub arch: Arch,
+    pub source: Source,
+}
+
+const MIRROR: &str = "http://deb.debian.org/debian";
+const SECURITY: &str = "http://deb.debian.org/debian-security";
+
+/// The kernel series the matrix boots: bookworm's 6.1 and its 6.12 updates,
+/// for x86_64 and for arm64.
+pub const SERIES: &[Series] = &[
+    Series {
+        name: "6.1",
+        arch: Arch::X86_64,
+        source: Source::Apt(r"^linux-image-6\.1\.0-[0-9]+-amd64$"),
+    },
+    Series {
+        name: "6.12",
+        arch: Arch::X86_64,
+        source: Source::Apt(r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$"),
+    },
+    Series {
+        name: "arm64-6.1",
+        arch: Arch::Aarch64,
+        source: Source::Pool {
+            index: "http://deb.debian.org/debian/dists/bookworm/main/binary-arm64/Packages.xz",
+            prefix: "linux-image-6.1.0-",
+            suffix: "-arm64",
+        },
+    },
+    Series {
+        name: "arm64-6.12",
+        arch: Arch::Aarch64,
+        source: Source::Pool {
+            index: "http://deb.debian.org/debian-security/dists/bookworm-security/main/binary-arm64/Packages.xz",
+            prefix: "linux-image-6.12.",
+            suffix: "+deb12-arm64",
+        },
+    },
 ];
 
-const MUSL: &str = "x86_64-unknown-linux-musl";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 const INIT: &str = r#"#!/bin/sh
@@ -78,6 +165,115 @@ fn newest_package(pattern: &str) -> Result<String> {
     names
         .pop()
         .ok_or_else(|| anyhow!("apt knows no package matching {pattern}"))
+}
+
+/// A suite's package index for another architecture: (package, pool
+/// path) pairs, fetched once a day into the cache.
+fn pool_index(index: &str) -> Result<Vec<(String, String)>> {
+    let dir = cache_dir()?;
+    let file = dir.join(format!(
+        "{}.Packages",
+        index.trim_start_matches("http://").replace(['/', '.'], "_")
+    ));
+    let fresh = std::fs::metadata(&file)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(86_400));
+    if !fresh {
+        eprintln!("xtask: downloading the package index {index}");
+        let packed = file.with_extension("Packages.xz");
+        super::run(
+            Command::new("curl")
+                .args(["-fsS", "--retry", "3", "-o"])
+                .arg(&packed)
+                .arg(index),
+        )?;
+        let out = Command::new("xz")
+            .arg("-dc")
+            .arg(&packed)
+            .output()
+            .context("xz")?;
+        std::fs::remove_file(&packed)?;
+        if !out.status.success() {
+            bail!("cannot unpack {index}");
+        }
+        std::fs::write(&file, &out.stdout)?;
+    }
+    let text = std::fs::read_to_string(&file)?;
+    let mut packages = Vec::new();
+    let mut name = None;
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("Package: ") {
+            name = Some(n.to_owned());
+        } else if let Some(f) = line.strip_prefix("Filename: ")
+            && let Some(n) = name.take()
+        {
+            packages.push((n, f.to_owned()));
+        }
+    }
+    Ok(packages)
+}
+
+/// The newest package of a pool series: PREFIX, then digits (and dots),
+/// then SUFFIX; and the address of its .deb.
+fn newest_pool_package(index: &str, prefix: &str, suffix: &str) -> Result<(String, String)> {
+    let base = if index.contains("debian-security") {
+        SECURITY
+    } else {
+        MIRROR
+    };
+    let mut found: Vec<(String, String)> = pool_index(index)?
+        .into_iter()
+        .filter(|(n, _)| {
+            n.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix(suffix))
+                .is_some_and(|mid| {
+                    !mid.is_empty() && mid.chars().all(|c| c.is_ascii_digit() || c == '.')
+                })
+        })
+        .collect();
+    found.sort_by_key(|(n, _)| {
+        n.split(|c: char| !c.is_ascii_digit())
+            .filter_map(|d| d.parse::<u64>().ok())
+            .collect::<Vec<_>>()
+    });
+    let (name, path) = found
+        .pop()
+        .ok_or_else(|| anyhow!("{index} has no package {prefix}N{suffix}"))?;
+    Ok((name, format!("{base}/{path}")))
+}
+
+/// One file out of a .deb (a kernel image, busybox), cached.
+fn from_deb(url: &str, member: &str, cached: &Path) -> Result<()> {
+    if cached.exists() {
+        return Ok(());
+    }
+    let dir = cache_dir()?;
+    let deb = dir.join("download.deb");
+    eprintln!("xtask: downloading {url} (cached in {})", dir.display());
+    super::run(
+        Command::new("curl")
+            .args(["-fsS", "--retry", "3", "-o"])
+            .arg(&deb)
+            .arg(url),
+    )?;
+    let tar = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(&deb)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let out = Command::new("tar")
+        .args(["-x", "-O", "--wildcards", member])
+        .stdin(tar.stdout.ok_or_else(|| anyhow!("dpkg-deb stdout"))?)
+        .output()?;
+    std::fs::remove_file(&deb)?;
+    if !out.status.success() || out.stdout.len() < 100_000 {
+        bail!(
+            "no {member} in {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::write(cached, &out.stdout)?;
+    Ok(())
 }
 
 /// The kernel image of `package`, downloaded and extracted once.
@@ -186,13 +382,69 @@ fn initramfs(zctrace: &Path, busybox: &Path) -> Result<Vec<u8>> {
     Ok(c.finish())
 }
 
+/// zctrace built as a static musl binary for `arch` (a cross build for
+/// arm64, linked by Debian's aarch64 gcc), with that architecture's static
+/// busybox, packed into an initramfs; returns its path.
+fn initramfs_for(arch: Arch) -> Result<PathBuf> {
+    let musl = arch.musl();
+    let targets = super::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !targets.lines().any(|t| t.trim() == musl) {
+        super::run(Command::new("rustup").args(["target", "add", musl]))?;
+    }
+    let mut build = super::cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "zctrace",
+        "--target",
+        musl,
+    ])?;
+    if arch == Arch::Aarch64 {
+        build.env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER",
+            "aarch64-linux-gnu-gcc",
+        );
+    }
+    super::run(&mut build)?;
+    let zctrace = super::workspace_root()
+        .join("target")
+        .join(musl)
+        .join("release/zctrace");
+    let busybox = match arch {
+        Arch::X86_64 => PathBuf::from("/bin/busybox"),
+        Arch::Aarch64 => {
+            let cached = cache_dir()?.join("busybox-arm64");
+            if !cached.exists() {
+                let index =
+                    "http://deb.debian.org/debian/dists/bookworm/main/binary-arm64/Packages.xz";
+                let (_, path) = pool_index(index)?
+                    .into_iter()
+                    .find(|(n, _)| n == "busybox-static")
+                    .ok_or_else(|| anyhow!("{index} has no busybox-static"))?;
+                from_deb(&format!("{MIRROR}/{path}"), "./bin/busybox", &cached)?;
+            }
+            cached
+        }
+    };
+    let initrd = cache_dir()?.join(format!("initramfs-{}.cpio", arch.name()));
+    std::fs::write(&initrd, initramfs(&zctrace, &busybox)?)?;
+    Ok(initrd)
+}
+
 /// Boots `kernel` with the initramfs; returns the console lines.
-fn boot(kernel: &Path, initrd: &Path, require: Option<&str>) -> Result<(Vec<String>, bool)> {
-    let mut cmd = Command::new("qemu-system-x86_64");
+fn boot(
+    arch: Arch,
+    kernel: &Path,
+    initrd: &Path,
+    require: Option<&str>,
+) -> Result<(Vec<String>, bool)> {
+    let mut cmd = Command::new(arch.qemu());
+    let (machine, console) = arch.machine();
     // Software emulation: KVM on these machines cannot run stock guests.
     // ZCTRACE_VM_ACCEL=kvm opts in where it works.
     let accel = std::env::var("ZCTRACE_VM_ACCEL").unwrap_or_else(|_| "tcg".into());
-    cmd.args(["-accel", &accel, "-cpu", "max", "-m", "1024", "-smp", "2"])
+    cmd.args(["-accel", &accel, "-m", "1024", "-smp", "2"])
+        .args(machine)
         .args([
             "-nodefaults",
             "-display",
@@ -209,13 +461,17 @@ fn boot(kernel: &Path, initrd: &Path, require: Option<&str>) -> Result<(Vec<Stri
         // environment variables of /init (and so of zctrace selftest).
         .arg("-append")
         .arg(match require {
-            Some(hooks) => format!("console=ttyS0 panic=-1 quiet ZCTRACE_SELFTEST_REQUIRE={hooks}"),
-            None => "console=ttyS0 panic=-1 quiet".to_owned(),
+            Some(hooks) => {
+                format!("console={console} panic=-1 quiet ZCTRACE_SELFTEST_REQUIRE={hooks}")
+            }
+            None => format!("console={console} panic=-1 quiet"),
         })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", arch.qemu()))?;
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().ok_or_else(|| anyhow!("qemu stdout"))?;
     let reader = std::thread::spawn(move || {
@@ -248,41 +504,49 @@ fn boot(kernel: &Path, initrd: &Path, require: Option<&str>) -> Result<(Vec<Stri
 pub fn vm_test(which: &str, require: Option<&str>) -> Result<()> {
     let started = Instant::now();
     super::setup()?;
-    let targets = super::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
-    if !targets.lines().any(|t| t.trim() == MUSL) {
-        super::run(Command::new("rustup").args(["target", "add", MUSL]))?;
-    }
-    super::run(&mut super::cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "zctrace",
-        "--target",
-        MUSL,
-    ])?)?;
-    let zctrace = super::workspace_root()
-        .join("target")
-        .join(MUSL)
-        .join("release/zctrace");
-    let busybox = Path::new("/bin/busybox");
-    let initrd = cache_dir()?.join("initramfs.cpio");
-    std::fs::write(&initrd, initramfs(&zctrace, busybox)?)?;
-    let series: Vec<&(&str, &str)> = SERIES
+    let series: Vec<&Series> = SERIES
         .iter()
-        .filter(|(s, _)| which == "all" || which == *s)
+        .filter(|s| which == "all" || which == s.name)
         .collect();
     if series.is_empty() {
         bail!(
             "unknown kernel '{which}' (known: {}, all)",
-            SERIES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+            SERIES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
         );
     }
+    // One static zctrace and one initramfs per architecture.
+    let mut initrds = Vec::new();
+    for arch in [Arch::X86_64, Arch::Aarch64] {
+        if series.iter().any(|s| s.arch == arch) {
+            initrds.push((arch, initramfs_for(arch)?));
+        }
+    }
     let mut failures = Vec::new();
-    for (name, pattern) in series {
-        let package = newest_package(pattern)?;
-        let kernel = kernel_image(&package)?;
+    for Series { name, arch, source } in series {
+        let (package, kernel) = match source {
+            Source::Apt(pattern) => {
+                let package = newest_package(pattern)?;
+                let kernel = kernel_image(&package)?;
+                (package, kernel)
+            }
+            Source::Pool {
+                index,
+                prefix,
+                suffix,
+            } => {
+                let (package, url) = newest_pool_package(index, prefix, suffix)?;
+                let kernel = cache_dir()?.join(format!("{package}.vmlinuz"));
+                from_deb(&url, "./boot/vmlinuz-*", &kernel)?;
+                (package, kernel)
+            }
+        };
+        let initrd = initrds
+            .iter()
+            .find(|(a, _)| a == arch)
+            .map(|(_, i)| i.clone())
+            .ok_or_else(|| anyhow!("no initramfs for {}", arch.name()))?;
         let t0 = Instant::now();
-        let (lines, timed_out) = boot(&kernel, &initrd, require)?;
+        let (lines, timed_out) = boot(*arch, &kernel, &initrd, require)?;
         // Two runs per boot: copy-site tier on fexit, then on kprobes.
         let results: Vec<&String> = lines
             .iter()
