@@ -288,6 +288,11 @@ pub struct KernelLayout {
     /// Non-zero where `io_uring_complete` passes the CQE (ctx, req, cqe),
     /// zero for the older (ctx, req, user_data, res, cflags, ...).
     pub uring_complete_cqe: u32,
+    /// Which argument of the submission tracepoint is the request:
+    /// `io_uring_submit_req(req)` (6.3 on) and 6.2's
+    /// `io_uring_submit_sqe(req, force_nonblock)`: 0; 5.15-6.1's
+    /// `io_uring_submit_sqe(ctx, req, ...)`: 1.
+    pub uring_submit_req_arg: u32,
     /// `file.private_data` (a socket's `struct socket *`), `socket.sk`,
     /// `sock_common.skc_family` and `sock.sk_protocol`: a socket's kind.
     pub file_private: u32,
@@ -324,7 +329,7 @@ const _: () = {
     assert!(size_of::<Counters>() == 8 * counter::COUNT);
     // Three 64-bit fields, six u32s, a 16-byte name.
     assert!(size_of::<Event>() == 64 && align_of::<Event>() == 8);
-    assert!(size_of::<KernelLayout>() == 4 * 29);
+    assert!(size_of::<KernelLayout>() == 4 * 30);
     assert!(size_of::<Settings>() == 24 && align_of::<Settings>() == 8);
 };
 

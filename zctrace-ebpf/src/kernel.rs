@@ -33,6 +33,7 @@ pub(crate) static LAYOUT: KernelLayout = KernelLayout {
     task_flags: u32::MAX,
     kiocb_notif: u32::MAX,
     uring_complete_cqe: 0,
+    uring_submit_req_arg: 0,
     file_private: 0,
     socket_sk: 0,
     sk_family: 0,

@@ -31,11 +31,16 @@ struct Owner {
 #[map]
 static URING_REQS: HashMap<u64, Owner> = HashMap::with_max_entries(MAX_URING_REQS, 0);
 
-/// `io_uring_submit_req(req)`: in the submitting thread (or the ring's
-/// SQPOLL thread), before the request is issued.
+/// `io_uring_submit_req(req)` (`io_uring_submit_sqe` before 6.3, whose
+/// request LAYOUT says where to find): in the submitting thread (or the
+/// ring's SQPOLL thread), before the request is issued.
 pub fn try_submit(ctx: &RawTracePointContext) -> Result<(), ()> {
     let task = current_traced().ok_or(())?;
-    let req = ctx.arg::<u64>(0);
+    let req = if layout!(uring_submit_req_arg) == 1 {
+        ctx.arg::<u64>(1)
+    } else {
+        ctx.arg::<u64>(0)
+    };
     let opcode: u8 = read(req, layout!(kiocb_opcode)).ok_or(())?;
     let method = uring_method(opcode) as u32;
     if !task.st.is_null() {

@@ -301,6 +301,12 @@ pub fn hooks(args: &HooksArgs) -> Result<()> {
         if let Some(r) = &h.reason {
             s += &format!("{:<24}           reason: {r}\n", "");
         }
+        if let Some(name) = h.attached_as {
+            s += &format!(
+                "{:<24}           as {name}: this kernel's name for it\n",
+                ""
+            );
+        }
     }
     let t = probes.timings;
     let detach = std::time::Instant::now();
@@ -577,9 +583,9 @@ pub fn workload(args: &crate::cli::WorkloadArgs) -> Result<()> {
 pub fn selftest(dir: &std::path::Path) -> Result<u8> {
     preflight::check()?;
     let _ = preflight::raise_memlock();
-    let (report, pass) = demo::selftest::run(dir)?;
+    let (report, status) = demo::selftest::run(dir)?;
     emit(&report)?;
-    Ok(if pass { 0 } else { 1 })
+    Ok(status)
 }
 
 /// Runs a command under the overhead floor (empty programs on every

@@ -46,6 +46,10 @@ pub struct Spec {
     pub purpose: &'static str,
     /// The empty program of the benchmark's floor on the same target.
     pub floor: Option<&'static str>,
+    /// An older kernel's name for the same tracepoint, tried when the
+    /// kernel has no `target` (the program reads its arguments where
+    /// that kernel passes them: see `KernelLayout`).
+    pub alias: Option<&'static str>,
 }
 
 /// Every hook, in the order they are attached and listed.
@@ -94,6 +98,7 @@ const fn tracepoint(
         required,
         purpose,
         floor,
+        alias: None,
     }
 }
 
@@ -112,6 +117,7 @@ const fn site(
         required: false,
         purpose,
         floor: None,
+        alias: None,
     }
 }
 
@@ -232,13 +238,17 @@ impl Hook {
                 "disk DMA bytes at request issue",
                 Some(FLOOR_RAW),
             ),
-            Hook::UringSubmitReq => tracepoint(
-                "io_uring_submit_req",
-                Raw,
-                false,
-                "io_uring requests: who submitted which operation",
-                Some(FLOOR_RAW),
-            ),
+            Hook::UringSubmitReq => Spec {
+                // Named io_uring_submit_sqe before 6.3.
+                alias: Some("io_uring_submit_sqe"),
+                ..tracepoint(
+                    "io_uring_submit_req",
+                    Raw,
+                    false,
+                    "io_uring requests: who submitted which operation",
+                    Some(FLOOR_RAW),
+                )
+            },
             Hook::UringComplete => tracepoint(
                 "io_uring_complete",
                 Raw,

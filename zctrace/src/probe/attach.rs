@@ -29,6 +29,14 @@ impl Via {
     }
 }
 
+/// A hook attached: how, and to what (the hook's target, or its alias on
+/// a kernel that names it so).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attached {
+    pub via: Via,
+    pub target: &'static str,
+}
+
 /// Why a hook did not attach: the kernel's reason on one line, and the
 /// errno it gave, if any, for callers to match on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -105,21 +113,48 @@ fn no_btf() -> AttachError {
 /// Where the kernel publishes the kprobe PMU's type (absent: no kprobes).
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
 
-pub fn attach(ebpf: &mut Ebpf, hook: Hook, btf: Option<&aya::Btf>) -> Result<Via, AttachError> {
+pub fn attach(
+    ebpf: &mut Ebpf,
+    hook: Hook,
+    btf: Option<&aya::Btf>,
+) -> Result<Attached, AttachError> {
     let spec = hook.spec();
+    let on = |via| Attached {
+        via,
+        target: spec.target,
+    };
     match spec.kind {
         Kind::RawTracepoint => {
             let p: &mut RawTracePoint = program(ebpf, spec.program)?.try_into()?;
             p.load()?;
-            p.attach(spec.target)?;
-            Ok(Via::RawTracepoint)
+            match (p.attach(spec.target), spec.alias) {
+                (Ok(_), _) => Ok(on(Via::RawTracepoint)),
+                (Err(first), Some(alias)) => match p.attach(alias) {
+                    Ok(_) => Ok(Attached {
+                        via: Via::RawTracepoint,
+                        target: alias,
+                    }),
+                    Err(second) => {
+                        let (first, second) = (AttachError::from(first), AttachError::from(second));
+                        Err(AttachError {
+                            message: format!(
+                                "{}; as {alias}: {}",
+                                first.message.trim_end_matches('.'),
+                                second.message
+                            ),
+                            errno: first.errno,
+                        })
+                    }
+                },
+                (Err(e), None) => Err(e.into()),
+            }
         }
         Kind::BtfTracepoint => {
             let btf = btf.ok_or_else(no_btf)?;
             let p: &mut BtfTracePoint = program(ebpf, spec.program)?.try_into()?;
             p.load(spec.target, btf)?;
             p.attach()?;
-            Ok(Via::TpBtf)
+            Ok(on(Via::TpBtf))
         }
         Kind::CopySite { entry, exit } => {
             // ZCTRACE_COPY_SITE=kprobe skips fexit (to test the fallback).
@@ -134,7 +169,7 @@ pub fn attach(ebpf: &mut Ebpf, hook: Hook, btf: Option<&aya::Btf>) -> Result<Via
                     Ok(())
                 })();
                 match r {
-                    Ok(()) => return Ok(Via::Fexit),
+                    Ok(()) => return Ok(on(Via::Fexit)),
                     Err(e) => e,
                 }
             };
@@ -156,7 +191,7 @@ pub fn attach(ebpf: &mut Ebpf, hook: Hook, btf: Option<&aya::Btf>) -> Result<Via
                 Ok(())
             };
             match pair(ebpf) {
-                Ok(()) => Ok(Via::Kprobe),
+                Ok(()) => Ok(on(Via::Kprobe)),
                 Err(e) => {
                     // Never leave half a pair behind: unload whichever loaded.
                     for name in [entry, exit] {

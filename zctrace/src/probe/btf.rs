@@ -322,6 +322,53 @@ impl KernelBtf {
         Ok(None)
     }
 
+    /// The kernel features the probes cannot do without that this kernel
+    /// lacks, each named with the release that brought it, read from the
+    /// helper and map-type enums and the structs in its BTF (what the
+    /// kernel has, backports included, not its version number). Atomic
+    /// fetch-and-add (5.12) is not in BTF; every kernel with
+    /// `bpf_task_pt_regs` (5.15) has it.
+    pub fn missing_features(&self) -> Result<Vec<&'static str>, LayoutError> {
+        const ENUMS: &[(&str, &str, &str)] = &[
+            (
+                "bpf_map_type",
+                "BPF_MAP_TYPE_RINGBUF",
+                "the BPF ring buffer (Linux 5.8)",
+            ),
+            (
+                "bpf_map_type",
+                "BPF_MAP_TYPE_TASK_STORAGE",
+                "BPF task storage (Linux 5.11)",
+            ),
+            (
+                "bpf_func_id",
+                "BPF_FUNC_get_current_task_btf",
+                "the bpf_get_current_task_btf helper (Linux 5.11)",
+            ),
+            (
+                "bpf_func_id",
+                "BPF_FUNC_task_pt_regs",
+                "the bpf_task_pt_regs helper (Linux 5.15)",
+            ),
+        ];
+        let mut missing = Vec::new();
+        for &(enum_name, item, feature) in ENUMS {
+            match self.enum_value(enum_name, item) {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(LayoutError::NoEnum(_)) => missing.push(feature),
+                Err(e) => return Err(e),
+            }
+        }
+        match self.member("iov_iter", &["iter_type"]) {
+            Ok(_) => {}
+            Err(LayoutError::NoMember(..)) => {
+                missing.push("the one-byte iov_iter.iter_type (Linux 5.14)")
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(missing)
+    }
+
     /// Everything the eBPF programs read, for the running kernel.
     pub fn kernel_layout(&self) -> Result<KernelLayout, LayoutError> {
         let mut user_iter_mask = 0u32;
@@ -358,6 +405,16 @@ impl KernelBtf {
         // (ctx, req, cqe) since 6.3-ish; (ctx, req, user_data, res, cflags,
         // extra1, extra2) before.
         let uring_complete_cqe = u32::from(self.tracepoint_params("io_uring_complete")? == Some(3));
+        // Before 6.3 the submission tracepoint is io_uring_submit_sqe:
+        // (req, force_nonblock) in 6.2, (ctx, req, user_data, opcode,
+        // flags, force_nonblock, sq_thread) from 5.15 to 6.1.
+        let uring_submit_req_arg = match (
+            self.tracepoint_params("io_uring_submit_req")?,
+            self.tracepoint_params("io_uring_submit_sqe")?,
+        ) {
+            (None, Some(n)) if n >= 7 => 1,
+            _ => 0,
+        };
         Ok(KernelLayout {
             // Each width is the one the eBPF programs load.
             task_files: self.scalar("task_struct", &["files"], 8)?,
@@ -387,6 +444,7 @@ impl KernelBtf {
             kiocb_file,
             kiocb_notif,
             uring_complete_cqe,
+            uring_submit_req_arg,
             file_private: self.scalar("file", &["private_data"], 8)?,
             socket_sk: self.scalar("socket", &["sk"], 8)?,
             sk_family: self.scalar("sock", &["__sk_common", "skc_family"], 2)?,
@@ -404,6 +462,23 @@ mod tests {
     fn kernel() -> KernelBtf {
         KernelBtf::open(Path::new(VMLINUX_BTF))
             .expect("kernel BTF is required (CONFIG_DEBUG_INFO_BTF)")
+    }
+
+    #[test]
+    fn this_kernel_has_every_feature_and_the_check_can_fail() {
+        let k = kernel();
+        assert_eq!(k.missing_features().expect("features"), Vec::<&str>::new());
+        // The same lookups that find these report an absent enumerator.
+        assert_eq!(
+            k.enum_value("bpf_func_id", "BPF_FUNC_no_such_helper")
+                .expect("enum"),
+            None
+        );
+        assert!(
+            k.enum_value("bpf_func_id", "BPF_FUNC_task_pt_regs")
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
@@ -425,6 +500,7 @@ mod tests {
         assert_eq!(l.kiocb_file, 0);
         assert!(l.kiocb_notif > 0 && l.kiocb_notif < l.kiocb_opcode, "{l:?}");
         assert_eq!(l.uring_complete_cqe, 1);
+        assert_eq!(l.uring_submit_req_arg, 0);
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct HookStatus {
     /// The kernel's reason when it did not attach.
     pub reason: Option<String>,
     pub purpose: &'static str,
+    /// The older name it is attached under on this kernel (e.g.
+    /// `io_uring_submit_sqe` before 6.3), if not its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attached_as: Option<&'static str>,
 }
 
 fn serialize_hook<S: serde::Serializer>(h: &Hook, s: S) -> Result<S::Ok, S::Error> {
@@ -67,8 +71,16 @@ impl HookStatus {
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
-    #[error("{0} (zctrace needs kernel BTF: CONFIG_DEBUG_INFO_BTF=y)")]
+    #[error("{0} (zctrace reads the kernel's struct layouts from its BTF)")]
     Layout(#[from] LayoutError),
+    #[error(
+        "this kernel ({kernel}) lacks {} that zctrace's probes need: Linux 5.15 or newer has them",
+        missing.join(", ")
+    )]
+    KernelTooOld {
+        kernel: String,
+        missing: Vec<&'static str>,
+    },
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("required hook {} did not attach: {reason}", hook.target())]
@@ -98,7 +110,9 @@ impl ProbeError {
     /// 3 when loading was refused for lack of privilege (EPERM), else 1.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ProbeError::Layout(_) | ProbeError::Required { .. } => 4,
+            ProbeError::Layout(_)
+            | ProbeError::KernelTooOld { .. }
+            | ProbeError::Required { .. } => 4,
             ProbeError::Load(_) if self.errno() == Some(libc::EPERM) => 3,
             _ => 1,
         }
@@ -210,6 +224,13 @@ impl Probes {
         })?;
         let aya_btf = aya::Btf::parse(&raw_btf, aya::Endianness::default()).ok();
         let kernel_btf = KernelBtf::parse(raw_btf, Path::new(VMLINUX_BTF))?;
+        let missing = kernel_btf.missing_features()?;
+        if !missing.is_empty() {
+            return Err(ProbeError::KernelTooOld {
+                kernel: crate::preflight::kernel_release(),
+                missing,
+            });
+        }
         let layout = kernel_btf.kernel_layout()?;
         let settings = Settings {
             trace_all: u32::from(opts.trace_all),
@@ -254,9 +275,13 @@ impl Probes {
                     reason: reason.clone(),
                 });
             }
-            let (via, reason) = match result {
-                Ok(via) => (Some(via), None),
-                Err(e) => (None, Some(e.message)),
+            let (via, reason, attached_as) = match result {
+                Ok(a) => (
+                    Some(a.via),
+                    None,
+                    (a.target != spec.target).then_some(a.target),
+                ),
+                Err(e) => (None, Some(e.message), None),
             };
             hooks.push(HookStatus {
                 hook,
@@ -265,6 +290,7 @@ impl Probes {
                 via,
                 reason,
                 purpose: spec.purpose,
+                attached_as,
             });
         }
         let mut probes = Self {
