@@ -947,23 +947,20 @@ fn machine_wide(bin: &str, rounds: usize) -> Result<String> {
                 }
             }
         }
-        // top's own CPU on this otherwise idle machine: a 10 s run, less
-        // what loading and detaching alone cost (`zctrace hooks`).
-        let own = |args: &[&str]| -> Result<f64> {
-            let out = Command::new(bin)
-                .args(args)
-                .env("ZCTRACE_REPORT_CPU", "1")
-                .output()?;
-            let text = String::from_utf8_lossy(&out.stderr);
-            text.lines()
-                .find_map(|l| l.strip_prefix("zctrace-own-cpu-ms "))
-                .and_then(|ms| ms.trim().parse().ok())
-                .ok_or_else(|| anyhow!("no CPU report from zctrace {args:?}: {text}"))
-        };
+        // top's own CPU on this otherwise idle machine: a 21 s run less a
+        // 1 s run, interleaved, so that loading and detaching (some 200 ms,
+        // varying by tens from run to run) cancel out instead of being
+        // subtracted as a separate, differently noisy measurement.
         for _ in 0..3 {
-            let run = own(&["top", "--no-tui", "-o", "/dev/null", "--duration", "10s"])?;
-            let load = own(&["hooks"])?;
-            top_cpu.push((run, load));
+            let long = own_cpu_ms(
+                bin,
+                &["top", "--no-tui", "-o", "/dev/null", "--duration", "21s"],
+            )?;
+            let short = own_cpu_ms(
+                bin,
+                &["top", "--no-tui", "-o", "/dev/null", "--duration", "1s"],
+            )?;
+            top_cpu.push((long, short));
         }
         Ok(())
     })();
@@ -994,18 +991,70 @@ fn machine_wide(bin: &str, rounds: usize) -> Result<String> {
             median(s) / bare
         );
     }
-    let run_ms = median(&top_cpu.iter().map(|c| c.0).collect::<Vec<_>>());
-    let load_ms = median(&top_cpu.iter().map(|c| c.1).collect::<Vec<_>>());
-    let steady = (run_ms - load_ms).max(0.0) / 10.0;
+    let long_ms = median(&top_cpu.iter().map(|c| c.0).collect::<Vec<_>>());
+    let short_ms = median(&top_cpu.iter().map(|c| c.1).collect::<Vec<_>>());
+    let steady = (long_ms - short_ms) / 20.0;
     doc += &format!(
-        "\n`zctrace top`'s own CPU (user + system, all its threads), median of 3 runs of \
-         `zctrace top --no-tui --duration 10s` on this otherwise idle machine: {run_ms:.0} ms, of which \
-         loading and detaching take {load_ms:.0} ms (`zctrace hooks`); the rest, sampling every process's \
-         rows once a second, is {steady:.1} ms per second ({:.2}% of one core).\n",
-        steady / 10.0
+        "\n`zctrace top`'s own CPU (user + system, all its threads) on this otherwise idle machine, \
+         median of 3 interleaved pairs: `zctrace top --no-tui --duration 21s` {long_ms:.0} ms, the same \
+         for 1 s {short_ms:.0} ms (loading, attaching and detaching are most of that); the 20 s between, \
+         sampling every process's rows once a second, cost {steady:.1} ms per second ({:.2}% of one \
+         core{}).\n",
+        steady / 10.0,
+        if steady <= 0.0 {
+            ": within the runs' own variation"
+        } else {
+            ""
+        }
     );
     doc += &startup(bin)?;
+    doc += &map_memory(bin)?;
     doc += &sampling_curve(bin)?;
+    doc += &thread_curve(bin)?;
+    Ok(doc)
+}
+
+/// zctrace's own CPU time (user + system, all its threads) for one run
+/// with these arguments, as it reports it (`ZCTRACE_REPORT_CPU`).
+fn own_cpu_ms(bin: &str, args: &[&str]) -> Result<f64> {
+    let out = Command::new(bin)
+        .args(args)
+        .env("ZCTRACE_REPORT_CPU", "1")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .find_map(|l| l.strip_prefix("zctrace-own-cpu-ms "))
+        .and_then(|ms| ms.trim().parse().ok())
+        .ok_or_else(|| anyhow!("no CPU report from zctrace {args:?}: {text}"))
+}
+
+/// The memory of every map, as the kernel charges it (`zctrace hooks`
+/// reads each map's fdinfo), at the default sizes on this machine.
+fn map_memory(bin: &str) -> Result<String> {
+    let out = Command::new(bin).arg("hooks").output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("maps: "));
+    let head = lines
+        .next()
+        .ok_or_else(|| anyhow!("zctrace hooks printed no maps line: {text}"))?;
+    let mut doc = format!(
+        "
+### Memory of every map
+
+`zctrace hooks` at the default sizes on this machine ({} CPUs): {}
+
+| map | type | entries | key bytes | value bytes | memory |
+|---|---|---|---|---|---|
+",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        head.trim_start_matches("maps: ")
+    );
+    for l in lines.skip(1).take_while(|l| l.starts_with("  ")) {
+        let cells: Vec<&str> = l.split_whitespace().collect();
+        if cells.len() == 6 {
+            doc += &format!("| {} |\n", cells.join(" | "));
+        }
+    }
     Ok(doc)
 }
 
@@ -1022,17 +1071,7 @@ fn sampling_curve(bin: &str) -> Result<String> {
         .args(["-O2", "-o"])
         .arg(&procs)
         .arg(workspace_root().join("xtask/bench/procs.c")))?;
-    let own_ms = |args: &[&str]| -> Result<f64> {
-        let out = Command::new(bin)
-            .args(args)
-            .env("ZCTRACE_REPORT_CPU", "1")
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stderr);
-        text.lines()
-            .find_map(|l| l.strip_prefix("zctrace-own-cpu-ms "))
-            .and_then(|ms| ms.trim().parse().ok())
-            .ok_or_else(|| anyhow!("no CPU report from zctrace {args:?}: {text}"))
-    };
+    let own_ms = |args: &[&str]| own_cpu_ms(bin, args);
     let load = median(
         &(0..3)
             .map(|_| own_ms(&["hooks"]))
@@ -1180,11 +1219,23 @@ fn hook_costs(bin: &str, workloads: &[Workload]) -> Result<String> {
 /// Runs `argv` under `zctrace <how>` and lists, from bpftool while the
 /// programs are still loaded, the (name, runs, ns per run) of those that
 /// ran: zctrace's own (the ones using its thread table) and the floor's.
-fn program_costs(bin: &str, how: &str, argv: &[String]) -> Result<Vec<(String, u64, f64)>> {
+/// A program's name, its runs, and its ns per run.
+type ProgramCost = (String, u64, f64);
+
+fn program_costs(bin: &str, how: &str, argv: &[String]) -> Result<Vec<ProgramCost>> {
+    Ok(program_costs_and_output(bin, how, argv)?.0)
+}
+
+/// The same, and what the workload printed on its standard output.
+fn program_costs_and_output(
+    bin: &str,
+    how: &str,
+    argv: &[String],
+) -> Result<(Vec<ProgramCost>, String)> {
     let dump = std::env::temp_dir().join(format!("zctrace-bench-{}", std::process::id()));
     let quoted: Vec<String> = argv.iter().map(|a| format!("'{a}'")).collect();
     let script = format!(
-        "{} >/dev/null 2>&1; bpftool prog show -j > {d}.p; bpftool map show -j > {d}.m",
+        "{} >{d}.o 2>/dev/null; bpftool prog show -j > {d}.p; bpftool map show -j > {d}.m",
         quoted.join(" "),
         d = dump.display()
     );
@@ -1202,6 +1253,9 @@ fn program_costs(bin: &str, how: &str, argv: &[String]) -> Result<Vec<(String, u
         Ok(v)
     };
     let (progs, maps) = (read("p")?, read("m")?);
+    let out_file = format!("{}.o", dump.display());
+    let printed = std::fs::read_to_string(&out_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_file);
     let table: Vec<u64> = maps
         .iter()
         .filter(|m| m["name"].as_str() == Some("THREAD_TABLE"))
@@ -1225,7 +1279,80 @@ fn program_costs(bin: &str, how: &str, argv: &[String]) -> Result<Vec<(String, u
         })
         .collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.1));
-    Ok(rows)
+    Ok((rows, printed))
+}
+
+/// Per-syscall cost against the number of traced threads: one process
+/// (xtask/bench/threads.c) with N threads, N - 1 of them waiting after a
+/// first syscall, the main one doing 4 KiB read+write pairs; the kernel's
+/// own accounting of sys_enter and sys_exit per run, and the loop's time
+/// per pair traced (`zctrace run`) and bare.
+fn thread_curve(bin: &str) -> Result<String> {
+    const PAIRS: &str = "200000";
+    let dir = workspace_root().join("target").join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let threads = dir.join("threads");
+    run(Command::new("cc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&threads)
+        .arg(workspace_root().join("xtask/bench/threads.c")))?;
+    let pin = pin_prefix();
+    let loop_ns = |text: &str| -> Result<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("loop_ns "))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow!("threads printed no loop_ns: {text}"))
+    };
+    let mut doc = format!(
+        "\n### Per-syscall cost against traced threads\n\nOne process (`xtask/bench/threads.c`) \
+         with N threads: N - 1 make one syscall (so each gets its thread state) and wait; the main \
+         one makes {PAIRS} pairs of 4 KiB read + write, pinned (`{}`). Kernel accounting per run \
+         (`kernel.bpf_stats_enabled`) while `zctrace run` traces it, and the loop's own time per \
+         pair, traced and bare (median of 3). The thread table has {} slots hashed by thread; a \
+         thread whose slot another holds keeps its state in task storage instead (same counts, \
+         more per syscall).\n\n| threads | sys_enter ns per run | sys_exit ns per run | ns per pair \
+         traced | ns per pair bare | traced vs bare |\n|---|---|---|---|---|---|\n",
+        pin.join(" "),
+        1u32 << 14
+    );
+    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = std::fs::read_to_string(STATS).unwrap_or_else(|_| "0".into());
+    let result = (|| -> Result<()> {
+        std::fs::write(STATS, "1")?;
+        for n in [1u32, 100, 1000, 10_000] {
+            let mut argv: Vec<String> = pin.clone();
+            argv.push(threads.display().to_string());
+            argv.push(n.to_string());
+            argv.push(PAIRS.to_owned());
+            let mut traced = Vec::new();
+            let mut bare = Vec::new();
+            let (mut enter, mut exit) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                let out = Command::new(&argv[0]).args(&argv[1..]).output()?;
+                bare.push(loop_ns(&String::from_utf8_lossy(&out.stdout))?);
+                let (rows, printed) = program_costs_and_output(bin, "run", &argv)?;
+                traced.push(loop_ns(&printed)?);
+                for (name, _, ns) in rows {
+                    match name.as_str() {
+                        "sys_enter" => enter.push(ns),
+                        "sys_exit" => exit.push(ns),
+                        _ => {}
+                    }
+                }
+            }
+            let (t, b) = (median(&traced), median(&bare));
+            doc += &format!(
+                "| {n} | {:.0} | {:.0} | {t:.0} | {b:.0} | {:.2}x |\n",
+                median(&enter),
+                median(&exit),
+                t / b
+            );
+        }
+        Ok(())
+    })();
+    let _ = std::fs::write(STATS, &before);
+    result?;
+    Ok(doc)
 }
 
 /// Bare throughput of every demo method (256 MiB, 64 KiB chunks) next to

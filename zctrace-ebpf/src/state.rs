@@ -111,9 +111,10 @@ pub static ROW_INDEX: HashMap<CounterKey, u32> = HashMap::with_max_entries(MAX_C
 pub static FREE_ROWS: Queue<u32> = Queue::with_max_entries(MAX_COUNTER_ROWS, 0);
 
 /// Rows never used yet are handed out in order: [0] is the next one
-/// (userspace starts it at 1: row 0 is the overflow row).
+/// (userspace starts it at 1: row 0 is the overflow row). [1] counts the
+/// index entries added: the sampler re-reads the index only when it moved.
 #[map]
-pub static ROW_ALLOC: Array<u64> = Array::with_max_entries(1, 0);
+pub static ROW_ALLOC: Array<u64> = Array::with_max_entries(2, 0);
 
 /// How many rows ROWS has (userspace sets it with the maps' size).
 #[unsafe(no_mangle)]
@@ -572,6 +573,11 @@ fn row_index(key: &CounterKey, limit: u32) -> Option<u32> {
         }
     };
     if ROW_INDEX.insert(key, idx, BPF_NOEXIST.into()).is_ok() {
+        // After the entry is in: a sampler that saw the old count reads
+        // the index again next time.
+        if let Some(added) = ROW_ALLOC.get_ptr_mut(1) {
+            fetch_add(added, 1);
+        }
         return Some(idx);
     }
     // Another context created the row first (or the index is full): give

@@ -308,6 +308,27 @@ pub fn hooks(args: &HooksArgs) -> Result<()> {
             );
         }
     }
+    let maps = probes.map_memory();
+    s += &format!(
+        "maps: {} in {} maps, as the kernel charges them (task storage grows per thread)\n",
+        crate::model::human_bytes(maps.iter().map(|m| m.bytes).sum()),
+        maps.len()
+    );
+    s += &format!(
+        "  {:<16} {:<13} {:>8} {:>5} {:>6} {:>10}\n",
+        "map", "type", "entries", "key", "value", "memory"
+    );
+    for m in &maps {
+        s += &format!(
+            "  {:<16} {:<13} {:>8} {:>5} {:>6} {:>10}\n",
+            m.name,
+            m.kind,
+            m.entries,
+            m.key_bytes,
+            m.value_bytes,
+            crate::model::human_bytes(m.bytes)
+        );
+    }
     let t = probes.timings;
     let detach = std::time::Instant::now();
     drop(probes);

@@ -91,23 +91,34 @@ impl Probes {
             }
         };
         let key_size = std::mem::size_of::<CounterKey>();
-        let (keys, idx) = batch::lookup_all(
-            fd("ROW_INDEX")?,
-            key_size,
-            std::mem::size_of::<u32>(),
-            self.capacity as usize,
-        )
-        .map_err(ProbeError::Batch)?;
-        let index: Vec<(CounterKey, u32)> = keys
-            .chunks_exact(key_size)
-            .zip(idx.chunks_exact(4))
-            .map(|(k, i)| {
-                // SAFETY: CounterKey is plain data (repr(C), no padding,
-                // every bit pattern valid), and `k` is exactly its size.
-                let key = unsafe { std::ptr::read_unaligned(k.as_ptr().cast::<CounterKey>()) };
-                (key, u32::from_ne_bytes([i[0], i[1], i[2], i[3]]))
-            })
-            .collect();
+        // The index is read again only when the kernel added entries since
+        // the last read (its count, read first: an entry added meanwhile
+        // is seen now or next time), or userspace removed some (which
+        // clears the cache): in a steady state, one lookup instead of a
+        // walk of every bucket.
+        let added = Array::<_, u64>::try_from(self.map("ROW_ALLOC")?)?.get(&1, 0)?;
+        let mut cache = self.index_cache.borrow_mut();
+        if cache.as_ref().is_none_or(|(seen, _)| *seen != added) {
+            let (keys, idx) = batch::lookup_all(
+                fd("ROW_INDEX")?,
+                key_size,
+                std::mem::size_of::<u32>(),
+                self.capacity as usize,
+            )
+            .map_err(ProbeError::Batch)?;
+            let index: Vec<(CounterKey, u32)> = keys
+                .chunks_exact(key_size)
+                .zip(idx.chunks_exact(4))
+                .map(|(k, i)| {
+                    // SAFETY: CounterKey is plain data (repr(C), no padding,
+                    // every bit pattern valid), and `k` is exactly its size.
+                    let key = unsafe { std::ptr::read_unaligned(k.as_ptr().cast::<CounterKey>()) };
+                    (key, u32::from_ne_bytes([i[0], i[1], i[2], i[3]]))
+                })
+                .collect();
+            *cache = Some((added, index));
+        }
+        let index = cache.as_ref().map_or(&[][..], |(_, i)| &i[..]);
         // Rows are handed out from the bottom of the array: reading up to
         // the highest in use covers them all.
         let top = index
@@ -122,7 +133,7 @@ impl Probes {
             batch::lookup_all(fd("ROWS")?, 4, per_row, top.min(self.capacity as usize))
                 .map_err(ProbeError::Batch)?;
         let mut rows = BTreeMap::new();
-        for (key, i) in index {
+        for &(key, i) in index {
             let Some(slot) = values.get(i as usize * per_row..(i as usize + 1) * per_row) else {
                 // Handed out after the index was read: next sample.
                 continue;
@@ -186,6 +197,8 @@ impl Probes {
         &mut self,
         doomed: impl Fn(&CounterKey) -> bool,
     ) -> Result<Vec<(CounterKey, Counters)>, ProbeError> {
+        // The cached index would still list the rows released.
+        *self.index_cache.get_mut() = None;
         let mut index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map_mut("ROW_INDEX")?)?;
         let doomed: Vec<(CounterKey, u32)> = index
             .iter()
@@ -283,6 +296,11 @@ impl Probes {
         (0..ledger::SLOTS as u32)
             .map(|i| Ok(arr.get(&i, 0)?.iter().sum()))
             .collect()
+    }
+
+    /// The kernel memory of every map of the probes, largest first.
+    pub fn map_memory(&self) -> Vec<super::memory::MapMemory> {
+        super::memory::of_this_process(self.ebpf.maps().map(|(name, _)| name))
     }
 
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, ProbeError> {

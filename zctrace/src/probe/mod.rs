@@ -9,6 +9,7 @@ pub mod attach;
 mod batch;
 pub mod btf;
 mod maps;
+pub mod memory;
 
 use self::maps::reserve_overflow_row;
 
@@ -143,6 +144,10 @@ pub const MIN_ROWS: u32 = 8;
 /// The largest row map `max_rows` may ask for.
 pub const MAX_ROWS: u32 = 1 << 20;
 
+/// The row index as last read: the kernel's count of entries added when
+/// it was, and its (key, row) pairs.
+type IndexCache = (u64, Vec<(zctrace_common::CounterKey, u32)>);
+
 /// Loaded and attached probes. Detached when dropped.
 pub struct Probes {
     ebpf: Ebpf,
@@ -152,6 +157,9 @@ pub struct Probes {
     released: [u64; zctrace_common::counter::COUNT],
     /// Rows in the row map.
     capacity: u32,
+    /// The row index as last read, and the kernel's count of index
+    /// entries added when it was (see `snapshot`).
+    index_cache: std::cell::RefCell<Option<IndexCache>>,
     /// How long loading took, phase by phase.
     pub timings: LoadTimings,
 }
@@ -298,6 +306,7 @@ impl Probes {
             hooks,
             released: [0; zctrace_common::counter::COUNT],
             capacity: rows,
+            index_cache: std::cell::RefCell::new(None),
             timings: LoadTimings {
                 btf_ms,
                 maps_ms,
@@ -353,6 +362,7 @@ impl Probes {
                 hooks: Vec::new(),
                 released: [0; zctrace_common::counter::COUNT],
                 capacity: 0,
+                index_cache: std::cell::RefCell::new(None),
                 timings: LoadTimings::default(),
             },
             attached,
