@@ -1059,11 +1059,13 @@ fn map_memory(bin: &str) -> Result<String> {
 }
 
 /// The sampler's own CPU against live counter rows: `zctrace top` at 4 Hz
-/// (`--interval 250ms`, JSON of the top 10 to a file) while N processes
-/// keep a few rows each live (xtask/bench/procs.c), less what loading and
-/// detaching cost.
+/// (`--interval 250ms`) while N processes keep a few rows each live
+/// (xtask/bench/procs.c), once writing a ranked table of the top 10 and
+/// once a JSON line of every active process; each a 13 s run less a 1 s
+/// run with the same processes, so loading and the first sample (which
+/// reads every process's name) cancel out.
 fn sampling_curve(bin: &str) -> Result<String> {
-    const SECS: u64 = 8;
+    const LONG: u64 = 13;
     let dir = workspace_root().join("target").join("bench");
     std::fs::create_dir_all(&dir)?;
     let procs = dir.join("procs");
@@ -1071,54 +1073,61 @@ fn sampling_curve(bin: &str) -> Result<String> {
         .args(["-O2", "-o"])
         .arg(&procs)
         .arg(workspace_root().join("xtask/bench/procs.c")))?;
-    let own_ms = |args: &[&str]| own_cpu_ms(bin, args);
-    let load = median(
-        &(0..3)
-            .map(|_| own_ms(&["hooks"]))
-            .collect::<Result<Vec<_>>>()?,
-    );
     let mut doc = format!(
-        "\n### Sampling cost against live rows\n\n`zctrace top --json --interval 250ms --limit 10` \
-         for {SECS} s while N processes each keep a read row and a write row live (a byte each, \
-         twice a second): zctrace's own CPU (user + system, all its threads) less loading and \
-         detaching ({load:.0} ms), per second of sampling at 4 Hz. Target: at most 1% of one core \
-         at 10,000 live rows.\n\n| processes | live rows | CPU ms per s | % of one core |\n|---|---|---|---|\n"
+        "\n### Sampling cost against live rows\n\n`zctrace top --interval 250ms` while N processes \
+         each keep a read row and a write row live (a byte each, twice a second): zctrace's own CPU \
+         (user + system, all its threads) for a {LONG} s run less a 1 s run, per second of sampling \
+         at 4 Hz; `--no-tui --limit 10` prints a ranked table of ten processes, `--json` writes every \
+         process active in the period (about half of them at 4 Hz). Target: at most 1% of one core \
+         at 10,000 live rows.\n\n| processes | live rows | table: CPU ms per s | % of one core | \
+         JSON: CPU ms per s | % of one core | JSON bytes per sample |\n|---|---|---|---|---|---|---|\n"
     );
     let json = dir.join("top.json");
     for n in [100, 1000, 4000] {
         let mut children = Command::new(&procs)
-            .args([n.to_string(), (SECS + 12).to_string()])
+            .args([n.to_string(), (4 * LONG + 20).to_string()])
             .spawn()?;
         // Forked, and each has made its first calls.
         std::thread::sleep(Duration::from_secs(3));
-        let args = [
-            "top",
-            "--json",
-            "--interval",
-            "250ms",
-            "--limit",
-            "10",
-            "--duration",
-            &format!("{SECS}s"),
-            "-o",
-            &json.display().to_string(),
-        ];
-        let ms = own_ms(&args);
+        let measure = |out: &[&str]| -> Result<f64> {
+            let cpu = |secs: u64| {
+                let mut args = vec!["top", "--interval", "250ms"];
+                args.extend_from_slice(out);
+                let d = format!("{secs}s");
+                args.extend_from_slice(&["--duration", &d]);
+                own_cpu_ms(bin, &args)
+            };
+            let long = cpu(LONG)?;
+            let short = cpu(1)?;
+            Ok((long - short) / (LONG - 1) as f64)
+        };
+        let path = json.display().to_string();
+        let result = (|| -> Result<(f64, f64)> {
+            Ok((
+                measure(&["--no-tui", "--limit", "10", "-o", "/dev/null"])?,
+                measure(&["--json", "-o", &path])?,
+            ))
+        })();
         let _ = children.kill();
         let _ = Command::new("pkill")
             .args(["-f", &procs.display().to_string()])
             .status();
         let _ = children.wait();
-        let ms = ms?;
+        let (table, json_ms) = result?;
         let text = std::fs::read_to_string(&json)?;
-        let last: serde_json::Value = serde_json::from_str(
-            text.lines()
-                .last()
-                .ok_or_else(|| anyhow!("top wrote no JSON"))?,
-        )?;
-        let rows = last["stats"]["rows_used"].as_u64().unwrap_or(0);
-        let per_s = (ms - load).max(0.0) / SECS as f64;
-        doc += &format!("| {n} | {rows} | {per_s:.1} | {:.2}% |\n", per_s / 10.0);
+        let last = text
+            .lines()
+            .last()
+            .ok_or_else(|| anyhow!("top wrote no JSON"))?;
+        let line: serde_json::Value = serde_json::from_str(last)?;
+        let rows = line["stats"]["rows_used"].as_u64().unwrap_or(0);
+        let bytes = text.len() / text.lines().count().max(1);
+        doc += &format!(
+            "| {n} | {rows} | {table:.1} | {:.2}% | {json_ms:.1} | {:.2}% | {} |\n",
+            table / 10.0,
+            json_ms / 10.0,
+            human_size(bytes as u64)
+        );
     }
     Ok(doc)
 }
@@ -1539,5 +1548,14 @@ fn median(v: &[f64]) -> f64 {
         0 => 0.0,
         n if n % 2 == 1 => s[n / 2],
         n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// A byte count as "1.2 MiB", "340 KiB" or "900 B".
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20)),
+        b if b >= 1 << 10 => format!("{:.0} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
     }
 }

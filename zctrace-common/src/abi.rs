@@ -63,6 +63,20 @@ impl CounterKey {
     }
 }
 
+/// Which key a counter row was given (`ROW_KEYS`, indexed by row): written
+/// by the context that created the row, after its index entry and before
+/// it bumps the count of entries added, so the sampler learns every new
+/// row's key from one batched read of an array instead of a walk of the
+/// hash index. `seq` grows by one each time the row is given a key (0:
+/// never given one): a changed `seq` is a new row.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowKey {
+    pub seq: u64,
+    pub key: CounterKey,
+    pub _pad: u32,
+}
+
 /// One counter row (per CPU in the kernel; userspace sums the CPUs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -326,6 +340,7 @@ pub struct Settings {
 const _: () = {
     use core::mem::{align_of, size_of};
     assert!(size_of::<CounterKey>() == 20 && align_of::<CounterKey>() == 4);
+    assert!(size_of::<RowKey>() == 32 && align_of::<RowKey>() == 8);
     assert!(size_of::<Counters>() == 8 * counter::COUNT);
     // Three 64-bit fields, six u32s, a 16-byte name.
     assert!(size_of::<Event>() == 64 && align_of::<Event>() == 8);
@@ -341,6 +356,8 @@ mod user {
     // (sizes are multiples of their alignment and fields are laid out
     // without gaps), so every bit pattern is a valid value.
     unsafe impl aya::Pod for CounterKey {}
+    // SAFETY: as above (the padding is an explicit field).
+    unsafe impl aya::Pod for RowKey {}
     // SAFETY: as above: an array of u64.
     unsafe impl aya::Pod for Counters {}
     // SAFETY: as above: three 64-bit fields, six u32s, 16 bytes: 64, no gaps

@@ -23,8 +23,8 @@ use aya_ebpf::{
 };
 use zctrace_common::{
     Call, CounterKey, Counters, EPOCH_SLOTS, EVENT_RING_BYTES, Event, MAX_COUNTER_ROWS,
-    MAX_PROCESSES, OVERFLOW_ROW, Settings, THREAD_SLOTS, ThreadState, config, fallback_reserve,
-    ledger, stat, thread_slot,
+    MAX_PROCESSES, OVERFLOW_ROW, RowKey, Settings, THREAD_SLOTS, ThreadState, config,
+    fallback_reserve, ledger, stat, thread_slot,
 };
 
 use crate::kernel::PtRegs;
@@ -105,6 +105,11 @@ pub static ROWS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_COUNT
 #[map]
 pub static ROW_INDEX: HashMap<CounterKey, u32> = HashMap::with_max_entries(MAX_COUNTER_ROWS, 0);
 
+/// The key each row was given (see `RowKey`): the sampler's way to learn
+/// new rows without walking ROW_INDEX. Sized like ROWS.
+#[map]
+pub static ROW_KEYS: Array<RowKey> = Array::with_max_entries(MAX_COUNTER_ROWS, 0);
+
 /// Recycled rows (zeroed, with no index entry), which userspace gives back
 /// when their threads are gone; used before never-used ones.
 #[map]
@@ -112,7 +117,8 @@ pub static FREE_ROWS: Queue<u32> = Queue::with_max_entries(MAX_COUNTER_ROWS, 0);
 
 /// Rows never used yet are handed out in order: [0] is the next one
 /// (userspace starts it at 1: row 0 is the overflow row). [1] counts the
-/// index entries added: the sampler re-reads the index only when it moved.
+/// rows given a key (bumped after ROW_KEYS is written): the sampler reads
+/// ROW_KEYS again only when it moved.
 #[map]
 pub static ROW_ALLOC: Array<u64> = Array::with_max_entries(2, 0);
 
@@ -573,8 +579,19 @@ fn row_index(key: &CounterKey, limit: u32) -> Option<u32> {
         }
     };
     if ROW_INDEX.insert(key, idx, BPF_NOEXIST.into()).is_ok() {
-        // After the entry is in: a sampler that saw the old count reads
-        // the index again next time.
+        // The row's key for the sampler, then the count it watches (an
+        // atomic with full ordering): a sampler that reads the count and
+        // then the keys sees this one whole, or sees the old count and
+        // reads the keys again next time. Only this context writes this
+        // row's key: the row is its own until userspace releases it.
+        if let Some(k) = ROW_KEYS.get_ptr_mut(idx) {
+            // SAFETY: a live array value, written by this context alone.
+            unsafe {
+                (*k).key = *key;
+                let seq = core::ptr::read_volatile(&(*k).seq);
+                core::ptr::write_volatile(&mut (*k).seq, seq + 1);
+            }
+        }
         if let Some(added) = ROW_ALLOC.get_ptr_mut(1) {
             fetch_add(added, 1);
         }

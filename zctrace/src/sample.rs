@@ -236,8 +236,15 @@ impl Sampler {
             let cost = taken.elapsed().as_secs_f64();
             m.update(&raw, &mut self.names, self.hooks, &stats, cost, live.len());
         }
-        let copy_rate = self.copy_rate.next(&raw, taken);
-        let snap = raw.since(&self.baseline);
+        // The copy-rate history is the attach and demo dashboards' (top
+        // ranks by each process's own rates): a map of every row less.
+        let copy_rate = if self.ranker.is_none() {
+            self.copy_rate.next(&raw, taken)
+        } else {
+            None
+        };
+        raw.subtract(&self.baseline);
+        let snap = raw;
         let processes = if self.processes {
             trace::rows(&snap, self.hooks, &mut self.names)
         } else {
@@ -288,7 +295,7 @@ impl Sampler {
     fn exited(&mut self, raw: &Snapshot) -> Vec<u32> {
         let mut pids: Vec<u32> = raw.rows.keys().map(|k| k.tgid).collect();
         pids.dedup();
-        pids.retain(|&p| p != 0 && self.names.get(p).1);
+        pids.retain(|&p| p != 0 && self.names.has_exited(p));
         pids
     }
 }

@@ -131,6 +131,17 @@ impl Names {
     /// liveness current), and at most once per process per sample (see
     /// `next_sample`).
     pub fn get(&mut self, pid: u32) -> (String, bool) {
+        let (name, exited) = self.entry(pid);
+        (name.clone(), exited)
+    }
+
+    /// Whether the process has exited, as `get` knows it (without copying
+    /// its name).
+    pub fn has_exited(&mut self, pid: u32) -> bool {
+        self.entry(pid).1
+    }
+
+    fn entry(&mut self, pid: u32) -> (&String, bool) {
         let now = std::time::Instant::now();
         let entry = self
             .names
@@ -140,7 +151,7 @@ impl Names {
             .2
             .is_some_and(|t| now.duration_since(t) < NAME_BACKSTOP);
         if entry.1 || recent || !self.fresh.insert(pid) {
-            return (entry.0.clone(), entry.1);
+            return (&entry.0, entry.1);
         }
         entry.2 = Some(now);
         match proc_stat(pid) {
@@ -151,7 +162,7 @@ impl Names {
             }
             None => entry.1 = true,
         }
-        (entry.0.clone(), entry.1)
+        (&entry.0, entry.1)
     }
 
     /// A new sample: names are looked up again.

@@ -50,20 +50,23 @@ impl Snapshot {
     /// What happened since `base` (for "reset counters" without touching
     /// the kernel). Saturating: a counter never goes below zero.
     pub fn since(&self, base: &Snapshot) -> Snapshot {
-        let rows = self
-            .rows
-            .iter()
-            .map(|(k, v)| {
-                let mut d = *v;
-                if let Some(b) = base.rows.get(k) {
-                    for (x, y) in d.v.iter_mut().zip(b.v.iter()) {
-                        *x = x.saturating_sub(*y);
-                    }
+        let mut s = self.clone();
+        s.subtract(base);
+        s
+    }
+
+    /// The same, in place.
+    pub fn subtract(&mut self, base: &Snapshot) {
+        if base.rows.is_empty() {
+            return;
+        }
+        for (k, d) in self.rows.iter_mut() {
+            if let Some(b) = base.rows.get(k) {
+                for (x, y) in d.v.iter_mut().zip(b.v.iter()) {
+                    *x = x.saturating_sub(*y);
                 }
-                (*k, d)
-            })
-            .collect();
-        Snapshot { rows }
+            }
+        }
     }
 }
 

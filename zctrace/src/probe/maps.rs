@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, Queue, RingBuf};
-use zctrace_common::{CounterKey, Counters, OVERFLOW_ROW, config, ledger, stat};
+use zctrace_common::{CounterKey, Counters, OVERFLOW_ROW, RowKey, config, ledger, stat};
 
 use super::{ProbeError, Probes, Stats, batch};
 
@@ -23,8 +23,16 @@ pub(super) fn reserve_overflow_row(ebpf: &mut aya::Ebpf) -> Result<(), ProbeErro
     }
     let mut index: HashMap<_, CounterKey, u32> = HashMap::try_from(map(ebpf, "ROW_INDEX")?)?;
     index.insert(CounterKey::OVERFLOW, OVERFLOW_ROW, 0)?;
+    let mut keys: Array<_, RowKey> = Array::try_from(map(ebpf, "ROW_KEYS")?)?;
+    let overflow = RowKey {
+        seq: 1,
+        key: CounterKey::OVERFLOW,
+        _pad: 0,
+    };
+    keys.set(OVERFLOW_ROW, overflow, 0)?;
     let mut alloc: Array<_, u64> = Array::try_from(map(ebpf, "ROW_ALLOC")?)?;
     alloc.set(0, u64::from(OVERFLOW_ROW) + 1, 0)?;
+    alloc.set(1, 1, 0)?;
     Ok(())
 }
 use crate::model::{Snapshot, ledger as balance};
@@ -84,48 +92,20 @@ impl Probes {
         use std::os::fd::{AsFd as _, AsRawFd as _};
         let fd = |name: &'static str| -> Result<i32, ProbeError> {
             match self.map(name)? {
-                aya::maps::Map::HashMap(d) | aya::maps::Map::PerCpuArray(d) => {
-                    Ok(d.fd().as_fd().as_raw_fd())
-                }
+                aya::maps::Map::HashMap(d)
+                | aya::maps::Map::PerCpuArray(d)
+                | aya::maps::Map::Array(d) => Ok(d.fd().as_fd().as_raw_fd()),
                 _ => Err(ProbeError::MissingMap(name)),
             }
         };
-        let key_size = std::mem::size_of::<CounterKey>();
-        // The index is read again only when the kernel added entries since
-        // the last read (its count, read first: an entry added meanwhile
-        // is seen now or next time), or userspace removed some (which
-        // clears the cache): in a steady state, one lookup instead of a
-        // walk of every bucket.
-        let added = Array::<_, u64>::try_from(self.map("ROW_ALLOC")?)?.get(&1, 0)?;
-        let mut cache = self.index_cache.borrow_mut();
-        if cache.as_ref().is_none_or(|(seen, _)| *seen != added) {
-            let (keys, idx) = batch::lookup_all(
-                fd("ROW_INDEX")?,
-                key_size,
-                std::mem::size_of::<u32>(),
-                self.capacity as usize,
-            )
-            .map_err(ProbeError::Batch)?;
-            let index: Vec<(CounterKey, u32)> = keys
-                .chunks_exact(key_size)
-                .zip(idx.chunks_exact(4))
-                .map(|(k, i)| {
-                    // SAFETY: CounterKey is plain data (repr(C), no padding,
-                    // every bit pattern valid), and `k` is exactly its size.
-                    let key = unsafe { std::ptr::read_unaligned(k.as_ptr().cast::<CounterKey>()) };
-                    (key, u32::from_ne_bytes([i[0], i[1], i[2], i[3]]))
-                })
-                .collect();
-            *cache = Some((added, index));
-        }
-        let index = cache.as_ref().map_or(&[][..], |(_, i)| &i[..]);
+        let index = self.row_keys(&fd)?;
+        let index = &index.rows;
         // Rows are handed out from the bottom of the array: reading up to
         // the highest in use covers them all.
         let top = index
             .iter()
-            .map(|(_, i)| *i as usize + 1)
-            .max()
-            .unwrap_or(0);
+            .rposition(|(_, k)| k.is_some())
+            .map_or(0, |i| i + 1);
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
         let row = std::mem::size_of::<Counters>();
         let per_row = row.next_multiple_of(8) * cpus;
@@ -133,9 +113,9 @@ impl Probes {
             batch::lookup_all(fd("ROWS")?, 4, per_row, top.min(self.capacity as usize))
                 .map_err(ProbeError::Batch)?;
         let mut rows = BTreeMap::new();
-        for &(key, i) in index {
-            let Some(slot) = values.get(i as usize * per_row..(i as usize + 1) * per_row) else {
-                // Handed out after the index was read: next sample.
+        for (i, (_, key)) in index.iter().enumerate() {
+            let Some(key) = *key else { continue };
+            let Some(slot) = values.get(i * per_row..(i + 1) * per_row) else {
                 continue;
             };
             let mut sum = Counters::ZERO;
@@ -147,6 +127,51 @@ impl Probes {
             rows.insert(key, sum);
         }
         Ok(Snapshot { rows })
+    }
+
+    /// Which row holds which key, brought up to date: ROW_KEYS is read
+    /// (one batch up to the last row handed out) only when the kernel has
+    /// given rows keys since the last read, and a key not seen before is
+    /// believed only when the index agrees (one lookup per new row). A
+    /// read that found a key it could not confirm (torn by the kernel
+    /// writing it meanwhile) is made again next sample, whatever the count.
+    fn row_keys(
+        &self,
+        fd: &dyn Fn(&'static str) -> Result<i32, ProbeError>,
+    ) -> Result<std::cell::RefMut<'_, super::KeyCache>, ProbeError> {
+        let alloc = Array::<_, u64>::try_from(self.map("ROW_ALLOC")?)?;
+        // The count first: keys written before it moved are in the read.
+        let added = alloc.get(&1, 0)?;
+        let mut cache = self.key_cache.borrow_mut();
+        if cache.added == Some(added) {
+            return Ok(cache);
+        }
+        let handed_out = alloc.get(&0, 0)?.min(u64::from(self.capacity)) as usize;
+        let size = std::mem::size_of::<RowKey>();
+        let (_, raw) =
+            batch::lookup_all(fd("ROW_KEYS")?, 4, size, handed_out).map_err(ProbeError::Batch)?;
+        let index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map("ROW_INDEX")?)?;
+        let c = &mut *cache;
+        if c.rows.len() < handed_out {
+            c.rows.resize(handed_out, (0, None));
+        }
+        let mut settled = true;
+        for (i, chunk) in raw.chunks_exact(size).enumerate() {
+            // SAFETY: RowKey is plain data (repr(C), explicit padding),
+            // and `chunk` is exactly its size.
+            let rk = unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast::<RowKey>()) };
+            let slot = &mut c.rows[i];
+            if rk.seq == slot.0 {
+                continue;
+            }
+            if index.get(&rk.key, 0).ok() == Some(i as u32) {
+                *slot = (rk.seq, Some(rk.key));
+            } else {
+                settled = false;
+            }
+        }
+        c.added = settled.then_some(added);
+        Ok(cache)
     }
 
     /// The same, one row at a time (two system calls per row): where the
@@ -197,17 +222,15 @@ impl Probes {
         &mut self,
         doomed: impl Fn(&CounterKey) -> bool,
     ) -> Result<Vec<(CounterKey, Counters)>, ProbeError> {
-        // The cached index would still list the rows released.
-        *self.index_cache.get_mut() = None;
-        let mut index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map_mut("ROW_INDEX")?)?;
-        let doomed: Vec<(CounterKey, u32)> = index
-            .iter()
-            .filter_map(Result::ok)
+        let doomed: Vec<(CounterKey, u32)> = self
+            .index_entries()?
+            .into_iter()
             .filter(|(k, _)| doomed(k))
             .collect();
         if doomed.is_empty() {
             return Ok(Vec::new());
         }
+        let mut index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map_mut("ROW_INDEX")?)?;
         let mut freed = Vec::with_capacity(doomed.len());
         for (k, idx) in &doomed {
             // A row already gone is fine.
@@ -234,6 +257,20 @@ impl Probes {
                 PerCpuValues::try_from(vec![Counters::ZERO; cpus]).map_err(ProbeError::Cpus)?;
             values.set(*idx, zeros, 0)?;
         }
+        // The sampler's cache learns the rows are free, at the key each
+        // holds now (a new key, given when the kernel reuses the row, is a
+        // new row), before the kernel can reuse them.
+        let keys: Array<_, RowKey> = Array::try_from(self.map("ROW_KEYS")?)?;
+        let seqs: Vec<(u32, u64)> = freed
+            .iter()
+            .map(|&idx| keys.get(&idx, 0).map(|k| (idx, k.seq)))
+            .collect::<Result<_, _>>()?;
+        let cache = self.key_cache.get_mut();
+        for (idx, seq) in seqs {
+            if let Some(slot) = cache.rows.get_mut(idx as usize) {
+                *slot = (seq, None);
+            }
+        }
         let mut free: Queue<_, u32> = Queue::try_from(self.map_mut("FREE_ROWS")?)?;
         for idx in &freed {
             free.push(idx, 0)?;
@@ -256,12 +293,11 @@ impl Probes {
     /// The health counters and the ledger's balance against `rows` (the
     /// raw snapshot: every row, none hidden).
     pub fn stats(&self, rows: &Snapshot) -> Result<Stats, ProbeError> {
-        let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map("STATS")?)?;
         let mut v = [0u64; stat::COUNT];
-        for (i, slot) in v.iter_mut().enumerate() {
-            *slot = arr.get(&(i as u32), 0)?.iter().sum();
+        for (slot, sum) in v.iter_mut().zip(self.percpu_sums("STATS", stat::COUNT)?) {
+            *slot = sum;
         }
-        let words = self.ledger()?;
+        let words = self.percpu_sums("LEDGER", ledger::SLOTS)?;
         let accounts = balance::accounts(&words, rows, &self.released);
         let disk_unattributed_bytes = accounts
             .iter()
@@ -290,12 +326,63 @@ impl Probes {
         })
     }
 
-    /// The ledger's words, summed over CPUs.
-    fn ledger(&self) -> Result<Vec<u64>, ProbeError> {
-        let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map("LEDGER")?)?;
-        (0..ledger::SLOTS as u32)
+    /// The first `n` slots of a per-CPU array of u64s, each summed over
+    /// the CPUs: in one batch (the ledger has some two hundred slots, a
+    /// system call each otherwise), slot by slot where the kernel has no
+    /// batches.
+    fn percpu_sums(&self, name: &'static str, n: usize) -> Result<Vec<u64>, ProbeError> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let map = self.map(name)?;
+        if let aya::maps::Map::PerCpuArray(d) = map {
+            let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+            if let Ok((_, values)) = batch::lookup_all(d.fd().as_fd().as_raw_fd(), 4, 8 * cpus, n)
+                && values.len() == n * 8 * cpus
+            {
+                return Ok(values
+                    .chunks_exact(8 * cpus)
+                    .map(|slot| {
+                        slot.chunks_exact(8)
+                            .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+                            .sum()
+                    })
+                    .collect());
+            }
+        }
+        let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        (0..n as u32)
             .map(|i| Ok(arr.get(&i, 0)?.iter().sum()))
             .collect()
+    }
+
+    /// Every (key, row) of the row index, in batches (row by row where the
+    /// kernel has no batches).
+    fn index_entries(&self) -> Result<Vec<(CounterKey, u32)>, ProbeError> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let Some(aya::maps::Map::HashMap(d)) = self.ebpf.map("ROW_INDEX") else {
+            return Err(ProbeError::MissingMap("ROW_INDEX"));
+        };
+        let key_size = std::mem::size_of::<CounterKey>();
+        match batch::lookup_all(
+            d.fd().as_fd().as_raw_fd(),
+            key_size,
+            4,
+            self.capacity as usize,
+        ) {
+            Ok((keys, idx)) => Ok(keys
+                .chunks_exact(key_size)
+                .zip(idx.chunks_exact(4))
+                .map(|(k, i)| {
+                    // SAFETY: CounterKey is plain data (repr(C), no
+                    // padding, every bit pattern valid), `k` its size.
+                    let key = unsafe { std::ptr::read_unaligned(k.as_ptr().cast::<CounterKey>()) };
+                    (key, u32::from_ne_bytes([i[0], i[1], i[2], i[3]]))
+                })
+                .collect()),
+            Err(_) => {
+                let index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map("ROW_INDEX")?)?;
+                Ok(index.iter().filter_map(Result::ok).collect())
+            }
+        }
     }
 
     /// The kernel memory of every map of the probes, largest first.

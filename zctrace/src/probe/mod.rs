@@ -144,9 +144,17 @@ pub const MIN_ROWS: u32 = 8;
 /// The largest row map `max_rows` may ask for.
 pub const MAX_ROWS: u32 = 1 << 20;
 
-/// The row index as last read: the kernel's count of entries added when
-/// it was, and its (key, row) pairs.
-type IndexCache = (u64, Vec<(zctrace_common::CounterKey, u32)>);
+/// What the sampler knows of the rows' keys (see `zctrace_common::RowKey`).
+#[derive(Default)]
+pub(crate) struct KeyCache {
+    /// The kernel's count of rows given a key when ROW_KEYS was last read
+    /// and every entry in it was settled: while the count stays there,
+    /// nothing is read again.
+    added: Option<u64>,
+    /// Per row: the `seq` last seen, and the key verified then (none: the
+    /// row was released, or has had no key yet).
+    rows: Vec<(u64, Option<zctrace_common::CounterKey>)>,
+}
 
 /// Loaded and attached probes. Detached when dropped.
 pub struct Probes {
@@ -157,9 +165,8 @@ pub struct Probes {
     released: [u64; zctrace_common::counter::COUNT],
     /// Rows in the row map.
     capacity: u32,
-    /// The row index as last read, and the kernel's count of index
-    /// entries added when it was (see `snapshot`).
-    index_cache: std::cell::RefCell<Option<IndexCache>>,
+    /// The rows' keys as last read (see `snapshot`).
+    key_cache: std::cell::RefCell<KeyCache>,
     /// How long loading took, phase by phase.
     pub timings: LoadTimings,
 }
@@ -262,6 +269,7 @@ impl Probes {
             .override_global("SETTINGS", &settings, true)
             .map_max_entries("ROWS", rows)
             .map_max_entries("ROW_INDEX", rows)
+            .map_max_entries("ROW_KEYS", rows)
             .map_max_entries("FREE_ROWS", rows)
             .override_global("ROW_CAPACITY", &rows, true)
             .load(EBPF_OBJECT)?;
@@ -306,7 +314,7 @@ impl Probes {
             hooks,
             released: [0; zctrace_common::counter::COUNT],
             capacity: rows,
-            index_cache: std::cell::RefCell::new(None),
+            key_cache: std::cell::RefCell::default(),
             timings: LoadTimings {
                 btf_ms,
                 maps_ms,
@@ -362,7 +370,7 @@ impl Probes {
                 hooks: Vec::new(),
                 released: [0; zctrace_common::counter::COUNT],
                 capacity: 0,
-                index_cache: std::cell::RefCell::new(None),
+                key_cache: std::cell::RefCell::default(),
                 timings: LoadTimings::default(),
             },
             attached,

@@ -301,25 +301,52 @@ fn batched_snapshots_read_the_same_rows_as_row_by_row() {
     // index would hold at 4096 only with several rows each: each reader
     // makes an open, reads and a close, in different rows).
     let tids: Vec<u32> = (0..600).map(|i| reader_thread(1 + i % 7)).collect();
-    let batched = p.snapshot().expect("batched snapshot");
-    let one_by_one = p.snapshot_per_row().expect("row-by-row snapshot");
-    let of_readers = |s: &zctrace::model::Snapshot| {
-        s.rows
-            .iter()
-            .filter(|(k, _)| tids.contains(&k.tid))
-            .map(|(k, v)| (*k, *v))
-            .collect::<Vec<_>>()
+    // Both ways, the rows of these threads; and thread i made 1 + i % m
+    // one-byte reads of /dev/zero.
+    let check = |p: &Probes, of: &[u32], m: u64| {
+        let batched = p.snapshot().expect("batched snapshot");
+        let one_by_one = p.snapshot_per_row().expect("row-by-row snapshot");
+        let rows = |s: &zctrace::model::Snapshot| {
+            s.rows
+                .iter()
+                .filter(|(k, _)| of.contains(&k.tid))
+                .map(|(k, v)| (*k, *v))
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (rows(&batched), rows(&one_by_one));
+        assert!(
+            a.len() >= of.len(),
+            "{} rows of {} threads",
+            a.len(),
+            of.len()
+        );
+        assert_eq!(a, b, "the same rows and counts both ways");
+        for (i, tid) in of.iter().enumerate() {
+            let reads: u64 = a
+                .iter()
+                .filter(|(k, _)| k.tid == *tid && k.call == Call::Read as u32)
+                .map(|(_, v)| v.v[counter::SYSCALLS])
+                .sum();
+            assert_eq!(reads, 1 + i as u64 % m, "thread {tid}");
+        }
     };
-    let (a, b) = (of_readers(&batched), of_readers(&one_by_one));
-    assert!(a.len() >= 600, "{} reader rows", a.len());
-    assert_eq!(a, b, "the same rows and counts both ways");
-    // Every reader's reads are there: 1 to 7 one-byte reads of /dev/zero.
-    for (i, tid) in tids.iter().enumerate() {
-        let reads: u64 = a
-            .iter()
-            .filter(|(k, _)| k.tid == *tid && k.call == Call::Read as u32)
-            .map(|(_, v)| v.v[counter::SYSCALLS])
-            .sum();
-        assert_eq!(reads, 1 + i as u64 % 7, "thread {tid}");
-    }
+    check(&p, &tids, 7);
+    // Recycle half the readers' rows, then make new readers, which are
+    // given the freed rows under new keys: the sampler's cache of the
+    // rows' keys must drop the released rows and learn the reused ones.
+    let (gone, kept) = tids.split_at(300);
+    assert!(p.remove_rows(gone).expect("recycle") >= 300);
+    let fresh: Vec<u32> = (0..300).map(|i| reader_thread(1 + i % 5)).collect();
+    let snap = p.snapshot().expect("batched snapshot");
+    assert!(
+        !snap.rows.keys().any(|k| gone.contains(&k.tid)),
+        "released rows are gone"
+    );
+    check(&p, &fresh, 5);
+    let kept_rows =
+        |s: &zctrace::model::Snapshot| s.rows.iter().filter(|(k, _)| kept.contains(&k.tid)).count();
+    assert_eq!(
+        kept_rows(&snap),
+        kept_rows(&p.snapshot_per_row().expect("row by row"))
+    );
 }
