@@ -407,5 +407,16 @@ pub fn write_svgs(doc: &Doc, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(out)
 }
 
+/// The text of the first element whose opening tag holds `marker` (as in
+/// `data-k="syscalls"`): how the tests read a rendered handout's numbers
+/// back, in the unit tests and against the page Chromium rendered.
+#[doc(hidden)]
+pub fn element_text<'a>(html: &'a str, marker: &str) -> Option<&'a str> {
+    let rest = &html[html.find(marker)? + marker.len()..];
+    let start = rest.find('>')? + 1;
+    let end = rest[start..].find('<')? + start;
+    Some(&rest[start..end])
+}
+
 #[cfg(test)]
 mod tests;

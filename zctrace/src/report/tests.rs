@@ -9,15 +9,8 @@ fn doc() -> Doc {
     Doc::parse(SAVED).expect("the saved demo parses")
 }
 
-/// The text of the first element after `marker` (up to the next `<`).
 fn after<'a>(html: &'a str, marker: &str) -> &'a str {
-    let i = html
-        .find(marker)
-        .unwrap_or_else(|| panic!("{marker} not in the page"));
-    let rest = &html[i + marker.len()..];
-    let start = rest.find('>').expect("tag end") + 1;
-    let end = rest[start..].find('<').expect("next tag") + start;
-    &rest[start..end]
+    element_text(html, marker).unwrap_or_else(|| panic!("{marker} not in the page"))
 }
 
 #[test]

@@ -48,15 +48,21 @@ fn console_errors(stderr: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// The text of the element after `marker` in `html` (to the next tag).
+/// A receiver's exit status and what it logged (its piped stderr).
+fn exit_and_log(rx: &mut std::process::Child) -> (std::process::ExitStatus, String) {
+    let status = rx.wait().expect("receive exits");
+    let mut log = String::new();
+    rx.stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut log)
+        .expect("log");
+    (status, log)
+}
+
 fn cell<'a>(html: &'a str, marker: &str) -> &'a str {
-    let i = html
-        .find(marker)
-        .unwrap_or_else(|| panic!("{marker} not in the page"));
-    let rest = &html[i + marker.len()..];
-    let start = rest.find('>').expect("tag end") + 1;
-    let end = rest[start..].find('<').expect("next tag") + start;
-    &rest[start..end]
+    zctrace::report::element_text(html, marker)
+        .unwrap_or_else(|| panic!("{marker} not in the page"))
 }
 
 #[test]
@@ -307,13 +313,7 @@ fn demo_to_a_receiver_across_a_veth_pair_is_checked_end_to_end() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let status = rx.wait().expect("receive exits after 4 connections");
-    let mut log = String::new();
-    rx.stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut log)
-        .expect("log");
+    let (status, log) = exit_and_log(&mut rx);
     assert!(status.success(), "{log}");
     let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(doc["to"], listen.as_str());
@@ -378,13 +378,7 @@ fn the_receiver_refuses_a_client_that_does_not_speak_the_demo_protocol() {
     let mut answer = String::new();
     c.read_to_string(&mut answer).expect("answer");
     assert!(answer.starts_with("ZCNO"), "{answer}");
-    let status = rx.wait().expect("exit");
-    let mut log = String::new();
-    rx.stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut log)
-        .expect("log");
+    let (status, log) = exit_and_log(&mut rx);
     assert!(status.success(), "{log}");
     assert!(log.contains("refused, not the demo's protocol"), "{log}");
     // A port in use is one line and a failure.
