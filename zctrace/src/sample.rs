@@ -245,7 +245,7 @@ impl Sampler {
         };
         raw.subtract(&self.baseline);
         let snap = raw;
-        let processes = if self.processes {
+        let mut processes = if self.processes {
             trace::rows(&snap, self.hooks, &mut self.names)
         } else {
             Vec::new()
@@ -253,7 +253,9 @@ impl Sampler {
         let top = self
             .ranker
             .as_mut()
-            .map(|r| r.update(&processes, &dead, taken));
+            // top reads its processes from the ranking alone: the rows
+            // move there rather than being copied.
+            .map(|r| r.update(std::mem::take(&mut processes), &dead, taken));
         let demo = self
             .demo
             .as_mut()

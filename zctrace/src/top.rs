@@ -187,7 +187,12 @@ impl Ranker {
     /// The ranking at `taken` from the rows (cumulative), with `dead` the
     /// processes whose rows are final: they are listed this once, then
     /// summed into the exited totals.
-    pub fn update(&mut self, rows: &[Row], dead: &[u32], taken: Instant) -> TopView {
+    pub fn update(
+        &mut self,
+        rows: impl IntoIterator<Item = Row>,
+        dead: &[u32],
+        taken: Instant,
+    ) -> TopView {
         let secs = taken.saturating_duration_since(self.at).as_secs_f64();
         let mut by: BTreeMap<u32, TopProcess> = BTreeMap::new();
         for r in rows {
@@ -205,8 +210,8 @@ impl Ranker {
                 rows: Vec::new(),
                 active: false,
             });
-            p.total.add_row(r);
-            p.rows.push(r.clone());
+            p.total.add_row(&r);
+            p.rows.push(r);
         }
         let mut next = BTreeMap::new();
         for p in by.values_mut() {
@@ -461,7 +466,7 @@ pub mod tests {
         let mut r = Ranker::new(t0);
         let one = t0 + Duration::from_secs(1);
         let v = r.update(
-            &[
+            [
                 row(10, "cat", Method::ReadWrite, 1 << 20, 1 << 20),
                 row(11, "nginx", Method::Sendfile, 0, 0),
                 row(12, "dd", Method::ReadWrite, 4 << 20, 4 << 20),
@@ -476,7 +481,7 @@ pub mod tests {
         // Half a second later: cat copied 1 MiB more, dd nothing, dd died.
         let half = one + Duration::from_millis(500);
         let v = r.update(
-            &[
+            [
                 row(10, "cat", Method::ReadWrite, 1 << 20, 2 << 20),
                 row(12, "dd", Method::ReadWrite, 4 << 20, 4 << 20),
             ],
@@ -493,7 +498,7 @@ pub mod tests {
         assert_eq!(v.exited.total.cpu_copy_bytes(), 8 << 20);
         // Its rows released, it is gone; the exited totals stay.
         let v = r.update(
-            &[row(10, "cat", Method::ReadWrite, 1 << 20, 2 << 20)],
+            [row(10, "cat", Method::ReadWrite, 1 << 20, 2 << 20)],
             &[],
             half + Duration::from_secs(1),
         );
@@ -507,7 +512,7 @@ pub mod tests {
         let t0 = Instant::now();
         let mut r = Ranker::new(t0);
         let mut v = r.update(
-            &[
+            [
                 row(10, "cat", Method::ReadWrite, 1 << 20, 0),
                 row(10, "cat", Method::Splice, 0, 0),
                 row(11, "Nginx", Method::Sendfile, 0, 0),

@@ -235,7 +235,7 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Ranker::new(t0);
         let view = r.update(
-            &[
+            [
                 row(101, "cat", Method::ReadWrite, 1 << 20, 1 << 20),
                 row(202, "dd", Method::ReadWrite, 64 << 20, 64 << 20),
                 row(303, "nginx", Method::Sendfile, 0, 0),
