@@ -628,15 +628,40 @@ pub fn floor(argv: &[std::ffi::OsString]) -> Result<u8> {
 /// User + system CPU time of this process (all threads, no children).
 #[cfg(feature = "bench")]
 pub fn own_cpu_ms() -> f64 {
-    // SAFETY: getrusage fills the struct we pass; RUSAGE_SELF is valid.
-    // (rustix offers no getrusage.)
+    cpu_ms(libc::RUSAGE_SELF)
+}
+
+/// User + system CPU time of the calling thread.
+#[cfg(feature = "bench")]
+pub fn thread_cpu_ms() -> f64 {
+    cpu_ms(libc::RUSAGE_THREAD)
+}
+
+#[cfg(feature = "bench")]
+fn cpu_ms(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage fills the struct we pass; `who` is RUSAGE_SELF or
+    // RUSAGE_THREAD. (rustix offers no getrusage.)
     let ru = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        libc::getrusage(who, &mut ru);
         ru
     };
     let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
     ms(ru.ru_utime) + ms(ru.ru_stime)
+}
+
+/// The demo dashboard's own CPU for `cargo xtask bench`: the UI thread's
+/// while the dashboard was up, and the sampler thread's, in microseconds;
+/// and how long the dashboard was up.
+#[cfg(feature = "bench")]
+pub static DASHBOARD_CPU_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+#[cfg(feature = "bench")]
+pub static DASHBOARD_WALL_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Adds a thread's share to `DASHBOARD_CPU_US`.
+#[cfg(feature = "bench")]
+pub fn add_dashboard_cpu(ms: f64) {
+    DASHBOARD_CPU_US.fetch_add((ms * 1e3) as u64, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Copies `size` bytes in memory five times; prints the best time.

@@ -39,6 +39,15 @@ fn main() -> ExitCode {
     #[cfg(feature = "bench")]
     if std::env::var("ZCTRACE_REPORT_CPU").as_deref() == Ok("1") {
         eprintln!("zctrace-own-cpu-ms {:.1}", commands::own_cpu_ms());
+        let wall = commands::DASHBOARD_WALL_US.load(std::sync::atomic::Ordering::Relaxed);
+        if wall > 0 {
+            let cpu = commands::DASHBOARD_CPU_US.load(std::sync::atomic::Ordering::Relaxed);
+            eprintln!(
+                "zctrace-dashboard-cpu-ms {:.1} of {:.1} ms up",
+                cpu as f64 / 1e3,
+                wall as f64 / 1e3
+            );
+        }
     }
     match result {
         Ok(code) => ExitCode::from(code),

@@ -374,6 +374,9 @@ pub fn spawn(
                     break;
                 }
             }
+            // Before the probes are dropped (detached) with the sampler.
+            #[cfg(feature = "bench")]
+            crate::commands::add_dashboard_cpu(crate::commands::thread_cpu_ms());
         })
 }
 

@@ -103,7 +103,17 @@ pub fn run_demo(
     };
     spawn_input(&tx)?;
     drop(tx);
+    #[cfg(feature = "bench")]
+    let (up, ui_cpu) = (std::time::Instant::now(), crate::commands::thread_cpu_ms());
     let result = ui_loop(&mut app, &rx, &cmd_tx, &stop, |_| {});
+    #[cfg(feature = "bench")]
+    {
+        crate::commands::add_dashboard_cpu(crate::commands::thread_cpu_ms() - ui_cpu);
+        crate::commands::DASHBOARD_WALL_US.store(
+            up.elapsed().as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
     // Stop the producers; the demo thread removes its work directory and the
     // sampler drops (detaches) the probes before we return.
     stop.store(true, Ordering::Relaxed);
