@@ -9,6 +9,9 @@ use crate::method::counter;
 pub const MAX_PROCESSES: u32 = 4_096;
 /// io_uring requests in flight that zctrace remembers at once.
 pub const MAX_URING_REQS: u32 = 16_384;
+/// Disk requests queued by traced threads and not yet issued that zctrace
+/// remembers at once (an LRU map: the oldest are pushed out).
+pub const MAX_BLOCK_RQS: u32 = 4_096;
 /// Upper bound on counter rows: one per (process, method, call, flow),
 /// and per thread too where asked (`Settings::per_thread`).
 pub const MAX_COUNTER_ROWS: u32 = 32_768;
@@ -280,6 +283,9 @@ pub struct KernelLayout {
     pub iter_type: u32,
     pub request_data_len: u32,
     pub request_cmd_flags: u32,
+    /// `request.start_time_ns` (u64): tells one use of a request structure
+    /// from the next.
+    pub request_start_time_ns: u32,
     pub netdev_flags: u32,
     /// `net_device.dev.parent`: the bus device under a network interface,
     /// NULL for software devices (veth, bridges, tun), which DMA nothing.
@@ -344,7 +350,7 @@ const _: () = {
     assert!(size_of::<Counters>() == 8 * counter::COUNT);
     // Three 64-bit fields, six u32s, a 16-byte name.
     assert!(size_of::<Event>() == 64 && align_of::<Event>() == 8);
-    assert!(size_of::<KernelLayout>() == 4 * 30);
+    assert!(size_of::<KernelLayout>() == 4 * 31);
     assert!(size_of::<Settings>() == 24 && align_of::<Settings>() == 8);
 };
 

@@ -23,6 +23,7 @@ pub(crate) static LAYOUT: KernelLayout = KernelLayout {
     iter_type: 0,
     request_data_len: 0,
     request_cmd_flags: 0,
+    request_start_time_ns: 0,
     netdev_flags: 0,
     netdev_parent: 0,
     user_iter_mask: 0,

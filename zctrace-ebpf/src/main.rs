@@ -87,6 +87,16 @@ pub fn net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
     net::try_xmit(&ctx).map_or(0, |()| 0)
 }
 
+#[raw_tracepoint(tracepoint = "block_rq_insert")]
+pub fn block_rq_insert(ctx: RawTracePointContext) -> i32 {
+    block::try_rq_insert(&ctx).map_or(0, |()| 0)
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_requeue")]
+pub fn block_rq_requeue(ctx: RawTracePointContext) -> i32 {
+    block::try_rq_requeue(&ctx).map_or(0, |()| 0)
+}
+
 #[raw_tracepoint(tracepoint = "block_rq_issue")]
 pub fn block_rq_issue(ctx: RawTracePointContext) -> i32 {
     block::try_rq_issue(&ctx).map_or(0, |()| 0)

@@ -694,6 +694,12 @@ pub fn add_atomic(row: *mut Counters, idx: usize, by: u64) {
 /// it is inside, or (in user mode) the method it is doing.
 #[inline(always)]
 pub fn row_now(task: Task) -> Option<*mut Counters> {
+    row_ptr(row_index_now(task))
+}
+
+/// [`row_now`]'s index.
+#[inline(always)]
+fn row_index_now(task: Task) -> u32 {
     if task.st.is_null() {
         let key = CounterKey {
             tgid: task.tgid,
@@ -703,16 +709,30 @@ pub fn row_now(task: Task) -> Option<*mut Counters> {
             src: 0,
             dst: 0,
         };
-        return row_ptr(row_for(&key));
+        return row_for(&key);
     }
     // SAFETY: this thread's live state; only its own programs write it.
     let st = unsafe { &mut *task.st };
-    let idx = if st.call != Call::None as u32 {
+    if st.call != Call::None as u32 {
         st.row
     } else {
         row_of(st, st.current, Call::None as u32, 0)
-    };
-    row_ptr(idx)
+    }
+}
+
+/// The key of the row `task` is in now, for work it starts that finishes
+/// in another context (a disk request issued later by a kernel worker):
+/// charged there with `row_for(key)`, which finds the row again, or makes
+/// it anew if userspace released it meanwhile (a row index kept instead
+/// could by then belong to another key).
+#[inline(always)]
+pub fn row_key_now(task: Task) -> Option<CounterKey> {
+    let idx = row_index_now(task);
+    // SAFETY: a live array value; this row's key was written when the row
+    // was given it, before its index was handed out.
+    ROW_KEYS
+        .get(idx)
+        .map(|k| unsafe { core::ptr::read_volatile(&k.key) })
 }
 
 /// Adds `by` to counter `idx` of the row `task` is in now (atomically: see
@@ -762,7 +782,13 @@ pub fn charge(task: Option<Task>, idx: usize, by: u64, in_syscall: bool) {
             return;
         }
     }
-    match row_now(task) {
+    charge_row(row_index_now(task), idx, by);
+}
+
+/// `charge` to a known row.
+#[inline(always)]
+pub fn charge_row(row: u32, idx: usize, by: u64) {
+    match row_ptr(row) {
         Some(r) => {
             ledger_add(ledger::charged(idx), by);
             add_atomic(r, idx, by);

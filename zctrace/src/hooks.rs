@@ -65,6 +65,8 @@ pub enum Hook {
     SkbCopyDatagramIovec,
     TcpSendmsgLocked,
     NetDevXmit,
+    BlockRqInsert,
+    BlockRqRequeue,
     BlockRqIssue,
     UringSubmitReq,
     UringComplete,
@@ -122,7 +124,7 @@ const fn site(
 }
 
 impl Hook {
-    pub const ALL: [Hook; 23] = [
+    pub const ALL: [Hook; 25] = [
         Hook::SysEnter,
         Hook::SysExit,
         Hook::SchedSwitch,
@@ -133,6 +135,8 @@ impl Hook {
         Hook::SkbCopyDatagramIovec,
         Hook::TcpSendmsgLocked,
         Hook::NetDevXmit,
+        Hook::BlockRqInsert,
+        Hook::BlockRqRequeue,
         Hook::BlockRqIssue,
         Hook::UringSubmitReq,
         Hook::UringComplete,
@@ -230,6 +234,20 @@ impl Hook {
                 false,
                 "transmitted bytes: loopback vs device DMA",
                 Some("floor_net_dev_xmit"),
+            ),
+            Hook::BlockRqInsert => tracepoint(
+                "block_rq_insert",
+                Raw,
+                false,
+                "who queued each disk request (a scheduler issues it later, often from a worker)",
+                Some(FLOOR_RAW),
+            ),
+            Hook::BlockRqRequeue => tracepoint(
+                "block_rq_requeue",
+                Raw,
+                false,
+                "disk requests the driver sent back: their next issue is not counted again",
+                Some(FLOOR_RAW),
             ),
             Hook::BlockRqIssue => tracepoint(
                 "block_rq_issue",

@@ -433,6 +433,7 @@ impl KernelBtf {
             iter_type: self.scalar("iov_iter", &["iter_type"], 1)?,
             request_data_len: self.scalar("request", &["__data_len"], 4)?,
             request_cmd_flags: self.scalar("request", &["cmd_flags"], 4)?,
+            request_start_time_ns: self.scalar("request", &["start_time_ns"], 8)?,
             netdev_flags: self.scalar("net_device", &["flags"], 4)?,
             netdev_parent: self.scalar("net_device", &["dev", "parent"], 8)?,
             user_iter_mask,
