@@ -211,8 +211,7 @@ impl Sampler {
         self.names.next_sample();
         let events = std::mem::take(&mut self.pending);
         let taken = Instant::now();
-        let mut raw = self.probes.snapshot()?;
-        let stats = self.probes.stats(&raw)?;
+        let (mut raw, stats) = self.probes.snapshot_and_stats()?;
         // Processes that have exited: the rows listed now are final.
         let dead = match self.retire {
             Retire::Never => Vec::new(),

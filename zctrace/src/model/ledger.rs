@@ -69,19 +69,33 @@ pub struct Account {
     pub unattributed: u64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub unattributed_by_reason: BTreeMap<&'static str, u64>,
-    /// charged - in_rows - released. Zero when nothing was lost; while a
-    /// traced process moves bytes, a sample can catch some between its two
-    /// reads (rows, then ledger), so only a quiet sample must balance.
+    /// charged - in_rows - released. Zero when nothing was lost. A sample
+    /// taken while bytes move reads the ledger before and after the rows:
+    /// rows that hold at least what the first read charged and at most
+    /// what the second did lost nothing, and `charged` is then what they
+    /// hold (the tally as of the rows' read, bounded by the two reads).
     pub unaccounted: i64,
 }
 
-/// Balances every ledgered counter the hooks saw anything of.
-pub fn accounts(words: &[u64], rows: &Snapshot, released: &[u64; counter::COUNT]) -> Vec<Account> {
+/// Balances every ledgered counter the hooks saw anything of. `words` is
+/// the ledger read after `rows`; `before`, if given, the ledger read just
+/// before them.
+pub fn accounts(
+    before: Option<&[u64]>,
+    words: &[u64],
+    rows: &Snapshot,
+    released: &[u64; counter::COUNT],
+) -> Vec<Account> {
     let word = |i: usize| words.get(i).copied().unwrap_or(0);
     ledgered()
         .filter_map(|c| {
-            let charged = word(ledger::charged(c));
+            let after = word(ledger::charged(c));
             let in_rows: u64 = rows.rows.iter().map(|(k, v)| row_value(k, v, c)).sum();
+            let have = in_rows.saturating_add(released[c]);
+            let charged = match before.and_then(|b| b.get(ledger::charged(c))) {
+                Some(&lo) if (lo..=after).contains(&have) => have,
+                _ => after,
+            };
             let by_reason: BTreeMap<&'static str, u64> = (0..ledger::REASONS)
                 .map(|r| (ledger::REASON_NAMES[r], word(ledger::unattributed(c, r))))
                 .filter(|&(_, v)| v > 0)
@@ -169,7 +183,7 @@ mod tests {
             .insert(key(Method::SocketRecv, Call::Recvfrom), row);
         let mut released = [0u64; counter::COUNT];
         released[c] = 300;
-        let a = accounts(&words, &snap, &released);
+        let a = accounts(None, &words, &snap, &released);
         assert_eq!(a.len(), 1);
         assert_eq!(
             a[0],
@@ -186,7 +200,26 @@ mod tests {
         );
         // A byte the kernel charged and put in no row is reported.
         words[ledger::charged(c)] = 901;
-        assert_eq!(accounts(&words, &snap, &released)[0].unaccounted, 1);
+        assert_eq!(accounts(None, &words, &snap, &released)[0].unaccounted, 1);
+        // Read while bytes moved: rows between the ledger read before them
+        // (880) and the one after (901) lost nothing, and are the charge;
+        // rows short of what was charged before them lost the difference
+        // to the later read; rows above the later read counted some twice.
+        let mut before = words.clone();
+        before[ledger::charged(c)] = 880;
+        let a = &accounts(Some(&before), &words, &snap, &released)[0];
+        assert_eq!((a.charged, a.unaccounted, a.seen), (900, 0, 1000));
+        before[ledger::charged(c)] = 901;
+        assert_eq!(
+            accounts(Some(&before), &words, &snap, &released)[0].unaccounted,
+            1
+        );
+        before[ledger::charged(c)] = 850;
+        words[ledger::charged(c)] = 899;
+        assert_eq!(
+            accounts(Some(&before), &words, &snap, &released)[0].unaccounted,
+            -1
+        );
     }
 
     #[test]
@@ -200,7 +233,7 @@ mod tests {
             .insert(key(Method::UringRead, Call::IoUringEnter), row);
         // A plain read's result bytes are not a hook's.
         snap.rows.insert(key(Method::ReadWrite, Call::Read), row);
-        let a = accounts(&words, &snap, &[0; counter::COUNT]);
+        let a = accounts(None, &words, &snap, &[0; counter::COUNT]);
         assert_eq!(a.len(), 1);
         assert_eq!(
             (a[0].name, a[0].in_rows, a[0].unaccounted),

@@ -291,14 +291,29 @@ impl Probes {
     }
 
     /// The health counters and the ledger's balance against `rows` (the
-    /// raw snapshot: every row, none hidden).
+    /// raw snapshot: every row, none hidden), read after them: for a quiet
+    /// machine. A sampler uses [`Probes::snapshot_and_stats`].
     pub fn stats(&self, rows: &Snapshot) -> Result<Stats, ProbeError> {
+        self.stats_since(None, rows)
+    }
+
+    /// The rows and the stats, the ledger read before the rows and after
+    /// them, so that bytes charged while the rows were read are not taken
+    /// for lost (see `Account::unaccounted`).
+    pub fn snapshot_and_stats(&self) -> Result<(Snapshot, Stats), ProbeError> {
+        let before = self.percpu_sums("LEDGER", ledger::SLOTS)?;
+        let rows = self.snapshot()?;
+        let stats = self.stats_since(Some(&before), &rows)?;
+        Ok((rows, stats))
+    }
+
+    fn stats_since(&self, before: Option<&[u64]>, rows: &Snapshot) -> Result<Stats, ProbeError> {
         let mut v = [0u64; stat::COUNT];
         for (slot, sum) in v.iter_mut().zip(self.percpu_sums("STATS", stat::COUNT)?) {
             *slot = sum;
         }
         let words = self.percpu_sums("LEDGER", ledger::SLOTS)?;
-        let accounts = balance::accounts(&words, rows, &self.released);
+        let accounts = balance::accounts(before, &words, rows, &self.released);
         let disk_unattributed_bytes = accounts
             .iter()
             .filter(|a| a.name.starts_with("disk_"))

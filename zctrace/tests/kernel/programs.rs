@@ -114,7 +114,10 @@ fn disk_reads_queued_behind_an_untraced_fio_are_dd_s_once_each() {
             "--ioengine=libaio",
             "--iodepth=64",
             "--time_based",
-            "--runtime=120",
+            "--runtime=60",
+            // The job is a thread of this process, so killing it stops the
+            // load (a forked job would outlive its parent).
+            "--thread",
         ])
         .stdout(std::process::Stdio::null())
         .spawn()
