@@ -1258,7 +1258,8 @@ fn startup(bin: &str) -> Result<String> {
          (target: at most {TARGET_MS:.0} ms: {}). zctrace's own phases: kernel BTF read and indexed \
          {:.0} ms (aya parses it too, to load the BTF tracepoints), maps created {:.0} ms (the loader \
          parses BTF once more itself; the per-CPU row map is most of the rest), every program verified \
-         and attached {:.0} ms, detached {:.0} ms.\n",
+         (loaded on one thread per CPU, the kernel verifying them side by side) and attached in \
+         hook order {:.0} ms, detached {:.0} ms.\n",
         if total <= TARGET_MS {
             "met".to_owned()
         } else {

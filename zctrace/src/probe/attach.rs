@@ -1,6 +1,8 @@
 //! Attaching one hook, tier by tier, with the kernel's reason when it
 //! refuses.
 
+use std::{collections::HashMap, sync::Mutex};
+
 use aya::{
     Ebpf,
     programs::{BtfTracePoint, FExit, KProbe, Program, ProgramError, RawTracePoint},
@@ -109,14 +111,85 @@ fn no_btf() -> AttachError {
     AttachError::new("the kernel's BTF could not be read")
 }
 
-/// Loads and attaches one hook; returns how, or why not.
 /// Where the kernel publishes the kprobe PMU's type (absent: no kprobes).
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
 
+/// Programs loaded ahead of their attach by [`preload`], by name, with how
+/// the load went.
+pub type Preloaded = HashMap<&'static str, Result<(), AttachError>>;
+
+/// Whether the copy sites skip fexit (`ZCTRACE_COPY_SITE=kprobe`, to test
+/// the kprobe fallback).
+fn fexit_skipped() -> bool {
+    std::env::var("ZCTRACE_COPY_SITE").as_deref() == Ok("kprobe")
+}
+
+/// Loads the first program of every hook (a tracepoint's, a copy site's
+/// fexit) before any is attached, on as many threads as the machine has
+/// CPUs: the kernel verifies a privileged program without a global lock,
+/// and verifying them is most of zctrace's start-up. Nothing is attached
+/// here, so the order of attaching, and what each attach sees, is as it
+/// was; only the waiting is shared.
+pub fn preload(ebpf: &mut Ebpf, hooks: &[Hook], btf: Option<&aya::Btf>) -> Preloaded {
+    let skip_fexit = fexit_skipped();
+    let wanted: HashMap<&'static str, Hook> = hooks
+        .iter()
+        .filter(|h| !(skip_fexit && matches!(h.spec().kind, Kind::CopySite { .. })))
+        .map(|&h| (h.spec().program, h))
+        .collect();
+    let jobs: Vec<(Hook, &mut Program)> = ebpf
+        .programs_mut()
+        .filter_map(|(name, p)| wanted.get(name).map(|&h| (h, p)))
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(jobs.len().max(1));
+    // The longest first (the syscall programs), so no thread is left with
+    // one big program at the end.
+    let mut jobs = jobs;
+    jobs.sort_by_key(|(h, _)| !matches!(h, Hook::SysEnter | Hook::SysExit));
+    let queue = Mutex::new(jobs.into_iter());
+    let load = |hook: Hook, p: &mut Program| -> Result<(), AttachError> {
+        let spec = hook.spec();
+        match spec.kind {
+            Kind::RawTracepoint => <&mut RawTracePoint>::try_from(p)?.load()?,
+            Kind::BtfTracepoint => {
+                <&mut BtfTracePoint>::try_from(p)?.load(spec.target, btf.ok_or_else(no_btf)?)?;
+            }
+            Kind::CopySite { .. } => {
+                <&mut FExit>::try_from(p)?.load(spec.target, btf.ok_or_else(no_btf)?)?;
+            }
+        }
+        Ok(())
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let next = queue.lock().map(|mut q| q.next());
+                        let Ok(Some((hook, p))) = next else { break };
+                        done.push((hook.spec().program, load(hook, p)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// Attaches one hook (loading its program unless [`preload`] did); returns
+/// how, or why not.
 pub fn attach(
     ebpf: &mut Ebpf,
     hook: Hook,
     btf: Option<&aya::Btf>,
+    preloaded: &mut Preloaded,
 ) -> Result<Attached, AttachError> {
     let spec = hook.spec();
     let on = |via| Attached {
@@ -126,7 +199,10 @@ pub fn attach(
     match spec.kind {
         Kind::RawTracepoint => {
             let p: &mut RawTracePoint = program(ebpf, spec.program)?.try_into()?;
-            p.load()?;
+            match preloaded.remove(spec.program) {
+                Some(loaded) => loaded?,
+                None => p.load()?,
+            }
             match (p.attach(spec.target), spec.alias) {
                 (Ok(_), _) => Ok(on(Via::RawTracepoint)),
                 (Err(first), Some(alias)) => match p.attach(alias) {
@@ -152,19 +228,25 @@ pub fn attach(
         Kind::BtfTracepoint => {
             let btf = btf.ok_or_else(no_btf)?;
             let p: &mut BtfTracePoint = program(ebpf, spec.program)?.try_into()?;
-            p.load(spec.target, btf)?;
+            match preloaded.remove(spec.program) {
+                Some(loaded) => loaded?,
+                None => p.load(spec.target, btf)?,
+            }
             p.attach()?;
             Ok(on(Via::TpBtf))
         }
         Kind::CopySite { entry, exit } => {
             // ZCTRACE_COPY_SITE=kprobe skips fexit (to test the fallback).
-            let fexit_err = if std::env::var("ZCTRACE_COPY_SITE").as_deref() == Ok("kprobe") {
+            let fexit_err = if fexit_skipped() {
                 AttachError::new("skipped (ZCTRACE_COPY_SITE=kprobe)")
             } else {
                 let r = (|| -> Result<(), AttachError> {
                     let btf = btf.ok_or_else(no_btf)?;
                     let p: &mut FExit = program(ebpf, spec.program)?.try_into()?;
-                    p.load(spec.target, btf)?;
+                    match preloaded.remove(spec.program) {
+                        Some(loaded) => loaded?,
+                        None => p.load(spec.target, btf)?,
+                    }
                     p.attach()?;
                     Ok(())
                 })();

@@ -280,9 +280,10 @@ impl Probes {
         let maps_ms = ms_since(started);
         let started = std::time::Instant::now();
         let mut hooks = Vec::with_capacity(Hook::ALL.len());
+        let mut preloaded = attach::preload(&mut ebpf, &Hook::ALL, aya_btf.as_ref());
         for hook in Hook::ALL {
             let spec = hook.spec();
-            let result = attach::attach(&mut ebpf, hook, aya_btf.as_ref());
+            let result = attach::attach(&mut ebpf, hook, aya_btf.as_ref(), &mut preloaded);
             if spec.required
                 && let Err(reason) = &result
             {
