@@ -7,10 +7,10 @@
 //! whichever thread runs the queue next issues it then. So the thread that
 //! inserted a request into the queue is remembered (`block_rq_insert`) and
 //! charged at issue, whoever issues it; so is an untraced process's, whose
-//! request is then out of scope even when a kernel thread issues it. A
-//! request issued without an insert is charged to the issuing thread.
-//! Writeback runs in kernel threads: those bytes are in the ledger as
-//! unattributed.
+//! request is then out of scope even when a kernel thread issues it, and a
+//! kernel thread's (writeback), unattributed in the ledger even when a
+//! traced thread issues it. A request issued without an insert is charged
+//! to the issuing thread.
 //!
 //! A driver may refuse a request it was just issued (its ring is full):
 //! the kernel requeues it (`block_rq_requeue`) and issues it again later,
@@ -19,11 +19,11 @@
 //! nothing.
 
 use aya_ebpf::{macros::map, maps::LruHashMap, programs::RawTracePointContext};
-use zctrace_common::{CounterKey, MAX_BLOCK_RQS, counter};
+use zctrace_common::{CounterKey, MAX_BLOCK_RQS, counter, ledger};
 
 use crate::{
     kernel::{current_is_kthread, layout, read},
-    state::{charge, charge_row, current_traced, row_for, row_key_now},
+    state::{charge, charge_row, current_traced, ledger_add, row_for, row_key_now},
 };
 
 /// `REQ_OP_MASK`, `REQ_OP_READ`, `REQ_OP_WRITE` (include/linux/blk_types.h).
@@ -37,6 +37,9 @@ const TRACED: u32 = 0;
 const UNTRACED: u32 = 1;
 /// Issued and counted once already, then requeued by the driver.
 const COUNTED: u32 = 2;
+/// Queued by a kernel thread (writeback, a requeue worker) that zctrace
+/// does not trace: in scope, nobody's (the ledger's kernel_thread).
+const KERNEL: u32 = 3;
 
 /// What is known of a request between insert (or requeue) and issue.
 #[repr(C)]
@@ -90,9 +93,7 @@ pub fn try_rq_insert(ctx: &RawTracePointContext) -> Result<(), ()> {
     payload_counter(rq).ok_or(())?;
     let (key, state) = match current_traced() {
         Some(task) => (row_key_now(task).ok_or(())?, TRACED),
-        // A kernel thread's (writeback) stays in scope: charged at issue
-        // as the issuer's, unattributed.
-        None if current_is_kthread() => return Ok(()),
+        None if current_is_kthread() => (CounterKey::OVERFLOW, KERNEL),
         None => (CounterKey::OVERFLOW, UNTRACED),
     };
     if pending(rq).is_some_and(|p| p.state == COUNTED) {
@@ -124,9 +125,15 @@ pub fn try_rq_issue(ctx: &RawTracePointContext) -> Result<(), ()> {
     let idx = payload_counter(rq).ok_or(())?;
     if let Some(p) = pending(rq) {
         let _ = BLOCK_RQS.remove(rq);
-        // UNTRACED: another process's; COUNTED: counted at its first issue.
-        if p.state == TRACED {
-            charge_row(row_for(&p.key), idx, u64::from(len));
+        match p.state {
+            TRACED => charge_row(row_for(&p.key), idx, u64::from(len)),
+            KERNEL => ledger_add(
+                ledger::unattributed(idx, ledger::KERNEL_THREAD),
+                u64::from(len),
+            ),
+            // UNTRACED: another process's; COUNTED: counted at its first
+            // issue.
+            _ => {}
         }
         return Ok(());
     }
