@@ -162,6 +162,17 @@ impl Event {
 }
 
 /// Indexes into the per-CPU statistics array.
+/// Slots of the program chains (`EXIT_CHAIN`, `INSERT_CHAIN`): a hook's
+/// program hands a call it cannot classify cheaply to its classifier,
+/// which classifies it and hands it back.
+pub mod chain {
+    /// The classifier.
+    pub const CLASSIFY: u32 = 0;
+    /// The hook's own program, back to which the classifier hands it.
+    pub const BACK: u32 = 1;
+    pub const SLOTS: u32 = 2;
+}
+
 pub mod stat {
     /// Events that did not fit in the ring buffer.
     pub const EVENTS_DROPPED: usize = 0;
@@ -194,7 +205,11 @@ pub mod stat {
     /// the bytes (under the request's method), so they are kept here
     /// rather than counted twice.
     pub const URING_WORKER_BYTES: usize = 11;
-    pub const COUNT: usize = 12;
+    /// Syscalls (and disk requests) counted without their classification:
+    /// a hand-over between a hook's programs (a tail call) failed. 0
+    /// unless zctrace has a bug: the loader fills the chains first.
+    pub const CHAIN_FAILED: usize = 12;
+    pub const COUNT: usize = 13;
 }
 
 /// The ledger (a per-CPU array, [`ledger::SLOTS`] words): for every

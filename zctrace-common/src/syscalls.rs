@@ -37,6 +37,12 @@ pub mod x86_64 {
         matches!(nr, 59 | 322)
     }
 
+    /// clone, fork, vfork, clone3: their sys_exit also runs in the new
+    /// thread (returning 0), which made no call of its own.
+    pub const fn is_fork(nr: u64) -> bool {
+        matches!(nr, 56 | 57 | 58 | 435)
+    }
+
     /// Whether a syscall can change what an fd number refers to (or its
     /// flags): close, dup2, dup3, close_range, fcntl, execve(at).
     pub const fn changes_fds(nr: u64) -> bool {
@@ -78,6 +84,11 @@ pub mod aarch64 {
         matches!(nr, 221 | 281)
     }
 
+    /// clone, clone3 (see the x86_64 table's).
+    pub const fn is_fork(nr: u64) -> bool {
+        matches!(nr, 220 | 435)
+    }
+
     /// close, dup3, close_range, fcntl, execve(at).
     pub const fn changes_fds(nr: u64) -> bool {
         matches!(nr, 57 | 24 | 436 | 25) || is_exec(nr)
@@ -105,5 +116,10 @@ mod tests {
         assert!(x86_64::is_exec(59) && !x86_64::is_exec(221));
         assert!(aarch64::is_exec(221) && !aarch64::is_exec(59));
         assert!(!x86_64::changes_fds(0) && !aarch64::changes_fds(63));
+        for nr in [56, 57, 58, 435] {
+            assert!(x86_64::is_fork(nr), "x86_64 {nr}");
+        }
+        assert!(aarch64::is_fork(220) && aarch64::is_fork(435) && !aarch64::is_fork(57));
+        assert!(!x86_64::is_fork(59) && !x86_64::is_fork(0));
     }
 }

@@ -322,7 +322,7 @@ fn shared_types_have_no_padding() {
     use core::mem::size_of;
     assert_eq!(size_of::<CounterKey>(), 20);
     assert_eq!(size_of::<Counters>(), 8 * counter::COUNT);
-    assert_eq!(size_of::<ThreadState>(), 256);
+    assert_eq!(size_of::<ThreadState>(), 384);
     assert_eq!(size_of::<EnterMemo>(), 32);
     assert_eq!(core::mem::offset_of!(ThreadState, memo), 192);
     assert_eq!(core::mem::offset_of!(ThreadState, fd_cache_fd), 64);

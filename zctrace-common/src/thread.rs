@@ -80,7 +80,8 @@ pub struct ThreadState {
     pub row_key: [u32; ROW_CACHE],
     pub row_idx: [u32; ROW_CACHE],
     // Third line: the rarely needed.
-    /// When the call in flight entered (only with [`FLAG_TIMED`]).
+    /// When the call in flight entered (written by sys_enter, attached only
+    /// while the event log is open; see `enter_session`).
     pub enter_ns: u64,
     /// Start of the thread's last shared file mapping.
     pub map_start: u64,
@@ -93,12 +94,64 @@ pub struct ThreadState {
     pub out_kind: u32,
     /// The next memo entry to replace.
     pub memo_next: u32,
-    pub _reserved: [u64; 3],
-    // Fourth line: sys_enter's memo. 256 bytes in all: four whole cache
-    // lines (the thread table's values start page aligned).
+    /// What the call in flight was classified from, when a hook inside
+    /// it classified it before sys_exit: its syscall number + 1 (0: none)
+    /// and first argument. sys_exit takes that classification only if its
+    /// own call matches (see [`ThreadState::in_flight_is`]).
+    pub call_nr: u32,
+    pub call_fd: u32,
+    /// Non-zero: some of `deferred` may be non-zero.
+    pub deferred_any: u32,
+    /// The event log's session (`config::EVENTS_ENABLED`) in which
+    /// sys_enter wrote `enter_ns`: a time from an earlier session, or
+    /// from before sys_enter was attached, is not this call's.
+    pub enter_session: u32,
+    pub _reserved2: u64,
+    // Fourth line: the memo. 384 bytes in all: six whole cache lines (the
+    // thread table's values start page aligned).
     /// The thread's last classifications of single-fd reads and writes,
     /// replayed while nothing they depend on has changed.
     pub memo: [EnterMemo; MEMO_SIZE],
+    // Fifth and sixth lines: counts waiting for the call's classification.
+    /// What hooks inside a syscall saw before anything had classified the
+    /// call (it is classified when it returns): counted on its row by
+    /// sys_exit. Indexed by [`deferred_slot`]; added to atomically (a
+    /// softirq on this CPU may add while the thread's own hook does).
+    pub deferred: [u64; DEFERRED_SLOTS],
+    pub _reserved3: [u64; 16 - DEFERRED_SLOTS],
+}
+
+/// Slots of [`ThreadState::deferred`].
+pub const DEFERRED_SLOTS: usize = 13;
+
+/// The counters a hook inside a syscall may charge before the call is
+/// classified, in slot order.
+pub const DEFERRED_COUNTERS: [usize; DEFERRED_SLOTS] = [
+    crate::counter::K2U_OBSERVED,
+    crate::counter::FAULTS_KERNEL,
+    crate::counter::CS_VOLUNTARY,
+    crate::counter::CS_INVOLUNTARY,
+    crate::counter::DISK_READ_BYTES,
+    crate::counter::DISK_WRITE_BYTES,
+    crate::counter::XMIT_LOOPBACK_BYTES,
+    crate::counter::XMIT_DEVICE_BYTES,
+    crate::counter::K2K_OBSERVED,
+    crate::counter::COPY_SITE_U2K,
+    crate::counter::COPY_SITE_K2U,
+    crate::counter::COPY_SITE_K2K,
+    crate::counter::COPY_SITE_REFS,
+];
+
+/// The [`ThreadState::deferred`] slot of counter `idx`, if it may be
+/// deferred.
+pub const fn deferred_slot(idx: usize) -> Option<usize> {
+    match idx {
+        crate::counter::K2U_OBSERVED => Some(0),
+        crate::counter::FAULTS_KERNEL..=crate::counter::COPY_SITE_REFS => {
+            Some(idx - crate::counter::FAULTS_KERNEL + 1)
+        }
+        _ => None,
+    }
 }
 
 /// Entries in [`ThreadState::memo`].
@@ -207,8 +260,14 @@ impl ThreadState {
         row_idx: [NO_ROW; ROW_CACHE],
         row_next: 0,
         memo_next: 0,
-        _reserved: [0; 3],
+        call_nr: 0,
+        call_fd: 0,
+        deferred_any: 0,
+        enter_session: 0,
+        _reserved2: 0,
         memo: [EnterMemo::EMPTY; MEMO_SIZE],
+        deferred: [0; DEFERRED_SLOTS],
+        _reserved3: [0; 16 - DEFERRED_SLOTS],
         traced: 0,
         src: FdKind::Memory as u8,
         prev_current: Method::Other as u8,
@@ -305,6 +364,13 @@ impl ThreadState {
         }
     }
 
+    /// Whether the classification a hook inside the call in flight made
+    /// is of this call (syscall `nr` on first argument `fd`): if not, it
+    /// was made after an earlier call had returned (see sys_exit).
+    pub const fn in_flight_is(&self, nr: u32, fd: u32) -> bool {
+        self.call != Call::None as u32 && self.call_nr == nr.wrapping_add(1) && self.call_fd == fd
+    }
+
     /// Whether `addr` lies in the thread's last shared file mapping.
     pub const fn in_mapping(&self, addr: u64) -> bool {
         self.map_len > 0 && addr >= self.map_start && addr - self.map_start < self.map_len
@@ -324,6 +390,12 @@ impl ThreadState {
 }
 
 const _: () = {
-    // Four whole cache lines: the thread table's values start page aligned.
-    assert!(core::mem::size_of::<ThreadState>() == 256);
+    // Six whole cache lines: the thread table's values start page aligned.
+    assert!(core::mem::size_of::<ThreadState>() == 384);
+    // Every deferrable counter has the slot its position says.
+    let mut i = 0;
+    while i < DEFERRED_SLOTS {
+        assert!(matches!(deferred_slot(DEFERRED_COUNTERS[i]), Some(s) if s == i));
+        i += 1;
+    }
 };

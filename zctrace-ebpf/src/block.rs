@@ -18,12 +18,20 @@
 //! requeued request is remembered as counted and its next issue adds
 //! nothing.
 
-use aya_ebpf::{macros::map, maps::LruHashMap, programs::RawTracePointContext};
-use zctrace_common::{CounterKey, MAX_BLOCK_RQS, counter, ledger};
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, ProgramArray},
+    programs::RawTracePointContext,
+};
+use zctrace_common::{Call, CounterKey, MAX_BLOCK_RQS, chain, counter, ledger, stat};
 
 use crate::{
-    kernel::{current_is_kthread, layout, read},
-    state::{charge, charge_row, current_traced, ledger_add, row_for, row_key_now},
+    kernel::{current_is_kthread, in_syscall, layout, read},
+    state::{
+        Task, charge, charge_row, current_regs_ptr, current_traced, ledger_add, row_for, row_key,
+        row_key_now, row_of, stat_add,
+    },
+    syscalls::classify_in_flight,
 };
 
 /// `REQ_OP_MASK`, `REQ_OP_READ`, `REQ_OP_WRITE` (include/linux/blk_types.h).
@@ -92,7 +100,7 @@ pub fn try_rq_insert(ctx: &RawTracePointContext) -> Result<(), ()> {
     let rq = ctx.arg::<u64>(0);
     payload_counter(rq).ok_or(())?;
     let (key, state) = match current_traced() {
-        Some(task) => (row_key_now(task).ok_or(())?, TRACED),
+        Some(task) => (key_now(ctx, task).ok_or(())?, TRACED),
         None if current_is_kthread() => (CounterKey::OVERFLOW, KERNEL),
         None => (CounterKey::OVERFLOW, UNTRACED),
     };
@@ -104,6 +112,51 @@ pub fn try_rq_insert(ctx: &RawTracePointContext) -> Result<(), ()> {
         .insert(rq, Pending { key, state, born }, 0)
         .map_err(|_| ())
 }
+
+/// The row key of the traced thread queueing a request. Inside a syscall
+/// nothing has classified yet, `block_rq_insert_classify` classifies it
+/// and hands the request back to `block_rq_insert`, which then finds it
+/// classified.
+#[inline(always)]
+fn key_now(ctx: &RawTracePointContext, task: Task) -> Option<CounterKey> {
+    if let Some(key) = row_key_now(task) {
+        return Some(key);
+    }
+    // SAFETY: the chain holds raw tracepoint programs of this hook.
+    unsafe { INSERT_CHAIN.tail_call(ctx, chain::CLASSIFY) };
+    // Not reached unless the hand-over failed: the thread's current
+    // method's row, and said.
+    stat_add(stat::CHAIN_FAILED, 1);
+    if task.st.is_null() {
+        return None;
+    }
+    // SAFETY: this thread's live state.
+    let st = unsafe { &mut *task.st };
+    row_key(row_of(st, st.current, Call::None as u32, 0))
+}
+
+/// `block_rq_insert_classify`: classifies the call in flight of the thread
+/// queueing a request (see `key_now`), then back to `block_rq_insert`.
+pub fn try_insert_classify(ctx: &RawTracePointContext) -> Result<(), ()> {
+    let task = current_traced().ok_or(())?;
+    if task.st.is_null() {
+        return Ok(());
+    }
+    // SAFETY: this thread's live state.
+    let st = unsafe { &mut *task.st };
+    let regs = current_regs_ptr();
+    if st.call == Call::None as u32 && in_syscall(regs) {
+        classify_in_flight(st, &task, regs);
+    }
+    // SAFETY: as in `key_now`.
+    unsafe { INSERT_CHAIN.tail_call(ctx, chain::BACK) };
+    stat_add(stat::CHAIN_FAILED, 1);
+    Ok(())
+}
+
+/// block_rq_insert's chain (see `key_now`).
+#[map]
+pub static INSERT_CHAIN: ProgramArray = ProgramArray::with_max_entries(chain::SLOTS, 0);
 
 /// `block_rq_requeue(rq)`: the request goes back to the queue after its
 /// issue was counted.

@@ -124,9 +124,26 @@ fn socket_kind(file: u64) -> Option<FdKind> {
 
 pub use aya_ebpf::bindings::pt_regs as PtRegs;
 
-/// The six syscall arguments from the `pt_regs` that the BTF `sys_enter`
-/// tracepoint passes: the verifier knows the pointer's type, so these are
-/// plain loads (fault-safe), not probe-read helper calls.
+/// arm64's `struct pt_regs` (arch/arm64/include/asm/ptrace.h): the user
+/// registers, then what the syscall entry saved. Loads through a BTF
+/// pointer are checked against the kernel's own type, at these offsets.
+#[cfg(bpf_target_arch = "aarch64")]
+#[repr(C)]
+struct Arm64Regs {
+    regs: [u64; 31],
+    sp: u64,
+    pc: u64,
+    pstate: u64,
+    /// x0 as the syscall was entered (x0 itself is its result at exit).
+    orig_x0: u64,
+    /// The syscall number, or -1 (`NO_SYSCALL`) when the registers were
+    /// saved by an exception or interrupt.
+    syscallno: i32,
+}
+
+/// The six syscall arguments in the saved registers. They are still there
+/// at sys_exit: the kernel writes only the result register (on arm64, x0,
+/// whose value at entry is kept in `orig_x0`).
 #[inline(always)]
 pub fn syscall_args(regs: *const PtRegs) -> Option<[u64; 6]> {
     if regs.is_null() {
@@ -141,18 +158,71 @@ pub fn syscall_args(regs: *const PtRegs) -> Option<[u64; 6]> {
     }
     #[cfg(bpf_target_arch = "aarch64")]
     {
-        // arm64's pt_regs starts with the user_pt_regs the syscall saved.
         // SAFETY: as above.
-        let g = unsafe { &(*regs.cast::<aya_ebpf::bindings::user_pt_regs>()).regs };
-        Some([g[0], g[1], g[2], g[3], g[4], g[5]])
+        let r = unsafe { &*regs.cast::<Arm64Regs>() };
+        Some([
+            r.orig_x0, r.regs[1], r.regs[2], r.regs[3], r.regs[4], r.regs[5],
+        ])
+    }
+}
+
+/// The syscall number in the saved registers: the call in flight or the
+/// one that just returned; negative when the registers were saved by an
+/// interrupt or exception (every entry from user mode writes them), or by
+/// rt_sigreturn (and, on arm64, exec), which reset it.
+#[inline(always)]
+pub fn syscall_nr(regs: *const PtRegs) -> i64 {
+    if regs.is_null() {
+        return -1;
+    }
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        // SAFETY: as in `syscall_args`.
+        unsafe { (*regs).orig_rax as i64 }
+    }
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        // SAFETY: as in `syscall_args`.
+        i64::from(unsafe { (*regs.cast::<Arm64Regs>()).syscallno })
+    }
+}
+
+/// Whether the task whose saved registers these are is inside a syscall
+/// that has not returned yet: the registers were saved by a syscall from
+/// user mode, and its result is not in them yet. x86-64 sets the result
+/// register to -ENOSYS at entry and writes the result when the call
+/// returns, before sys_exit. arm64 keeps the entry's x0 in `orig_x0` and
+/// overwrites x0 with the result: a result equal to the first argument
+/// reads as still in flight (the caller's classification is then checked
+/// against the call at sys_exit). A kernel thread's registers are zeroed,
+/// never user mode.
+#[inline(always)]
+pub fn in_syscall(regs: *const PtRegs) -> bool {
+    if regs.is_null() {
+        return false;
+    }
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        const ENOSYS: u64 = 38;
+        // SAFETY: as in `syscall_args`.
+        let r = unsafe { &*regs };
+        r.cs & 3 == 3 && (r.orig_rax as i64) >= 0 && r.rax == ENOSYS.wrapping_neg()
+    }
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        const PSR_MODE_MASK: u64 = 0xf;
+        const PSR_MODE_EL0T: u64 = 0;
+        // SAFETY: as in `syscall_args`.
+        let r = unsafe { &*regs.cast::<Arm64Regs>() };
+        r.pstate & PSR_MODE_MASK == PSR_MODE_EL0T && r.syscallno >= 0 && r.regs[0] == r.orig_x0
     }
 }
 
 // Syscall numbers of the architecture the programs are built for.
 #[cfg(bpf_target_arch = "aarch64")]
-pub use zctrace_common::syscalls::aarch64::{call as call_of, changes_fds, is_exec};
+pub use zctrace_common::syscalls::aarch64::{call as call_of, changes_fds, is_exec, is_fork};
 #[cfg(not(bpf_target_arch = "aarch64"))]
-pub use zctrace_common::syscalls::x86_64::{call as call_of, changes_fds, is_exec};
+pub use zctrace_common::syscalls::x86_64::{call as call_of, changes_fds, is_exec, is_fork};
 
 /// `PF_IO_WORKER` (include/linux/sched.h): an io_uring worker thread.
 const PF_IO_WORKER: u32 = 0x10;

@@ -42,6 +42,13 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     syscalls::try_exit(&ctx).map_or(0, |()| 0)
 }
 
+/// sys_exit's classifier, reached by a tail call (see
+/// `syscalls::classify_in_flight`); never attached itself.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit_classify(ctx: BtfTracePointContext) -> i32 {
+    syscalls::try_exit_classify(&ctx).map_or(0, |()| 0)
+}
+
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     sched::try_switch(&ctx).map_or(0, |()| 0)
@@ -90,6 +97,13 @@ pub fn net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "block_rq_insert")]
 pub fn block_rq_insert(ctx: RawTracePointContext) -> i32 {
     block::try_rq_insert(&ctx).map_or(0, |()| 0)
+}
+
+/// block_rq_insert's classifier, reached by a tail call (see
+/// `block::key_now`); never attached itself.
+#[raw_tracepoint(tracepoint = "block_rq_insert")]
+pub fn block_rq_insert_classify(ctx: RawTracePointContext) -> i32 {
+    block::try_insert_classify(&ctx).map_or(0, |()| 0)
 }
 
 #[raw_tracepoint(tracepoint = "block_rq_requeue")]

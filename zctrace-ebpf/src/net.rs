@@ -5,8 +5,8 @@ use aya_ebpf::programs::{BtfTracePointContext, RawTracePointContext};
 use zctrace_common::{Call, SendClass, counter};
 
 use crate::{
-    kernel::layout,
-    state::{charge, current_traced},
+    kernel::{in_syscall, layout},
+    state::{charge, current_regs_ptr, current_traced},
 };
 
 /// `IFF_LOOPBACK` (uapi).
@@ -34,7 +34,11 @@ pub fn try_tcp_sendmsg(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     // SAFETY: this thread's own state (see syscalls::try_enter).
     let st = unsafe { &mut *task.st };
-    if st.call == Call::None as u32 || st.send_class != SendClass::Unknown as u32 {
+    if st.send_class != SendClass::Unknown as u32 {
+        return Ok(());
+    }
+    // Only a send from inside a syscall (sys_exit charges what it saw).
+    if st.call == Call::None as u32 && !in_syscall(current_regs_ptr()) {
         return Ok(());
     }
     // A BTF pointer: the fields are read with plain loads at offsets the

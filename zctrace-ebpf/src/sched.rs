@@ -5,13 +5,15 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     programs::{BtfTracePointContext, RawTracePointContext},
 };
-use zctrace_common::{Event, counter, event_kind, stat};
+use zctrace_common::{Call, Event, Method, counter, event_kind, stat};
+
+use aya_ebpf::helpers::generated::bpf_task_pt_regs;
 
 use crate::{
-    kernel::{current_comm, layout, read},
+    kernel::{PtRegs, call_of, current_comm, in_syscall, layout, read, syscall_nr},
     state::{
-        TRACED, add, bump, bump_generation, current_traced, emit, exiting_state, row_ptr, settings,
-        stat_add, task_regs, traced_at,
+        Regs, TRACED, add, bump, bump_generation, current_regs_ptr, current_traced, emit,
+        exiting_state, flush_deferred, regs_addr, row_of, row_ptr, settings, stat_add, traced_at,
     },
 };
 
@@ -34,7 +36,9 @@ pub fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     // prev is the current task until the switch: its registers come from
     // the pointer in hand (one helper call, not two).
-    let task = traced_at(task_regs(prev.cast())).ok_or(())?;
+    // SAFETY: `prev` is a task pointer the kernel handed over.
+    let regs = unsafe { bpf_task_pt_regs(prev.cast_mut().cast()) } as *const PtRegs;
+    let task = traced_at(regs_addr(regs)).ok_or(())?;
     let preempt = ctx.arg::<u64>(0) & 0xff != 0;
     let prev_state = ctx.arg::<u64>(3) as u32;
     // Preempted, or switched out while still runnable (TASK_RUNNING == 0):
@@ -44,7 +48,7 @@ pub fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     } else {
         counter::CS_VOLUNTARY
     };
-    bump(task, idx, 1);
+    bump(task, idx, 1, Regs::At(regs));
     Ok(())
 }
 
@@ -62,7 +66,12 @@ pub fn try_fault(ctx: &RawTracePointContext, idx: usize) -> Result<(), ()> {
         current_traced()
     }
     .ok_or(())?;
-    bump(task, idx, 1);
+    let regs = if idx == counter::FAULTS_USER {
+        Regs::User
+    } else {
+        Regs::Current
+    };
+    bump(task, idx, 1, regs);
     Ok(())
 }
 
@@ -103,14 +112,31 @@ pub fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
 pub fn try_exit(_ctx: &RawTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    // A call that never returns (exit, exit_group) is counted here.
+    // A call that never returns (exit, exit_group) is counted here, with
+    // what hooks inside it deferred.
     let mut traced = false;
     exiting_state(|st| {
         traced = true;
-        if st.call != zctrace_common::Call::None as u32
-            && let Some(r) = row_ptr(st.row)
-        {
-            add(r, counter::SYSCALLS, 1);
+        let regs = current_regs_ptr();
+        let row = if in_syscall(regs) {
+            let nr = syscall_nr(regs) as u64;
+            let call = call_of(nr);
+            // Neither call moves data: classified as `classify` does any
+            // such call (method other, no flow), unless a hook did already.
+            let row = if st.in_flight_is(nr as u32, 0) {
+                st.row
+            } else {
+                row_of(st, Method::Other as u32, call as u32, 0)
+            };
+            if let Some(r) = row_ptr(row) {
+                add(r, counter::SYSCALLS, 1);
+            }
+            row
+        } else {
+            row_of(st, st.current, Call::None as u32, 0)
+        };
+        if st.deferred_any != 0 {
+            flush_deferred(st, row);
         }
     });
     if tid != tgid {

@@ -22,12 +22,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, Queue, RingBuf},
 };
 use zctrace_common::{
-    Call, CounterKey, Counters, EPOCH_SLOTS, EVENT_RING_BYTES, Event, MAX_COUNTER_ROWS,
-    MAX_PROCESSES, OVERFLOW_ROW, RowKey, Settings, THREAD_SLOTS, ThreadState, config,
-    fallback_reserve, ledger, stat, thread_slot,
+    Call, CounterKey, Counters, DEFERRED_COUNTERS, DEFERRED_SLOTS, EPOCH_SLOTS, EVENT_RING_BYTES,
+    Event, MAX_COUNTER_ROWS, MAX_PROCESSES, OVERFLOW_ROW, RowKey, Settings, THREAD_SLOTS,
+    ThreadState, config, counter, deferred_slot, fallback_reserve, ledger, stat, thread_slot,
 };
 
-use crate::kernel::PtRegs;
+use crate::kernel::{PtRegs, in_syscall};
 
 /// Traced processes (tgid -> 1), maintained by userspace and by fork/exit.
 /// Only consulted when a thread has no state yet (or its state predates
@@ -246,6 +246,14 @@ fn current_regs() -> u64 {
     task_regs(unsafe { bpf_get_current_task_btf() }.cast())
 }
 
+/// The current task's saved user registers as a BTF pointer, whose fields
+/// are read with plain loads (two helper calls).
+#[inline(always)]
+pub fn current_regs_ptr() -> *const PtRegs {
+    // SAFETY: the helper takes the current task, which is never null.
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf().cast()) as *const PtRegs }
+}
+
 /// The saved user registers of `task` (a BTF task pointer), as a number.
 #[inline(always)]
 pub fn task_regs(task: *const c_void) -> u64 {
@@ -261,18 +269,33 @@ fn task_of(st: *mut ThreadState) -> Task {
     Task { tgid, tid, st }
 }
 
-/// sys_enter's lookup: the state of the thread whose saved registers are
+/// sys_exit's lookup: the state of the thread whose saved registers are
 /// at `regs`, if its process is traced, created on first sight (in its
 /// table slot when that is free). The common case is one array index and
-/// two compares: no helper call, no hashing.
+/// two compares: no helper call, no hashing. A thread whose process has
+/// just left the traced set still has the call that returns now counted
+/// (what hooks inside it deferred is in its state).
 #[inline(always)]
-pub fn enter_task(regs: u64) -> Option<Task> {
-    find(regs, true)
+pub fn exit_task(regs: u64) -> Option<Task> {
+    let idx = thread_slot(regs);
+    let slot = THREAD_TABLE.get_ptr_mut(idx)?;
+    // SAFETY: a live table value (only its owner writes it).
+    let s = unsafe { &*slot };
+    if s.owner == regs && s.generation == config(config::GENERATION) {
+        note_entered(s.tgid, s.tid, regs);
+        return (s.traced != 0).then(|| task_of(slot));
+    }
+    let was_traced = s.owner == regs && s.traced != 0;
+    match resolve(regs, idx, slot, true) {
+        None if was_traced => Some(task_of(slot)),
+        found => found,
+    }
 }
 
-/// Notes the thread entering a syscall on this CPU (traced threads and
+/// Notes the thread leaving a syscall on this CPU (traced threads and
 /// untraced alike: the untraced ones' socket events are then turned away
-/// for one helper call too).
+/// for one helper call too). Its registers stay where they are for its
+/// whole life, so its next syscall's hooks find them here.
 #[inline(always)]
 fn note_entered(tgid: u32, tid: u32, regs: u64) {
     if let Some(e) = PER_CPU.get_ptr_mut(0) {
@@ -459,20 +482,6 @@ fn release(idx: u32, s: &mut ThreadState) {
     let _ = SLOT_CLAIMS.remove(idx);
 }
 
-/// sys_exit's lookup, whatever the generation (a call in flight when a
-/// process leaves the set is still counted): the thread's table slot, else
-/// its task storage.
-#[inline(always)]
-pub fn exit_state(regs: u64) -> Option<*mut ThreadState> {
-    let slot = THREAD_TABLE.get_ptr_mut(thread_slot(regs))?;
-    // SAFETY: a live table value.
-    let s = unsafe { &*slot };
-    if s.owner == regs {
-        return (s.traced != 0).then_some(slot);
-    }
-    stored_state()
-}
-
 /// The current task's state in task storage, if any.
 #[inline(never)]
 fn stored_state() -> Option<*mut ThreadState> {
@@ -492,7 +501,7 @@ fn stored_state() -> Option<*mut ThreadState> {
 /// At a thread's exit: its state (whichever home it has), for the call
 /// that never returns to be counted, then `done` frees it.
 #[inline(always)]
-pub fn exiting_state(done: impl FnOnce(&ThreadState)) {
+pub fn exiting_state(done: impl FnOnce(&mut ThreadState)) {
     let regs = current_regs();
     let idx = thread_slot(regs);
     if let Some(slot) = THREAD_TABLE.get_ptr_mut(idx) {
@@ -508,7 +517,7 @@ pub fn exiting_state(done: impl FnOnce(&ThreadState)) {
     }
     if let Some(st) = stored_state() {
         // SAFETY: live storage of the current task.
-        done(unsafe { &*st });
+        done(unsafe { &mut *st });
         // SAFETY: the current task.
         unsafe { bpf_task_storage_delete(THREADS.as_ptr(), bpf_get_current_task_btf()) };
     }
@@ -690,16 +699,32 @@ pub fn add_atomic(row: *mut Counters, idx: usize, by: u64) {
     };
 }
 
-/// The row an event happening on `task` right now belongs to: the syscall
-/// it is inside, or (in user mode) the method it is doing.
-#[inline(always)]
-pub fn row_now(task: Task) -> Option<*mut Counters> {
-    row_ptr(row_index_now(task))
+/// Where an event happening on `task` right now is counted.
+pub enum Now {
+    /// In user mode (or outside any syscall): the row of the method the
+    /// thread is doing.
+    User(u32),
+    /// Inside a syscall that a hook has already classified: its row.
+    Call(u32),
+    /// Inside a syscall nothing has classified yet (it is classified when
+    /// it returns): the thread's state.
+    Defer(*mut ThreadState),
 }
 
-/// [`row_now`]'s index.
+/// Which registers tell whether `task` is inside a syscall.
+#[derive(Clone, Copy)]
+pub enum Regs {
+    /// The event is known to come from user mode (a user page fault).
+    User,
+    /// The current task's (two helper calls to find them).
+    Current,
+    /// These (a BTF pointer to the task's saved registers).
+    At(*const PtRegs),
+}
+
+/// Where an event on `task` belongs now (see [`Now`]).
 #[inline(always)]
-fn row_index_now(task: Task) -> u32 {
+pub fn now(task: Task, regs: Regs) -> Now {
     if task.st.is_null() {
         let key = CounterKey {
             tgid: task.tgid,
@@ -709,25 +734,44 @@ fn row_index_now(task: Task) -> u32 {
             src: 0,
             dst: 0,
         };
-        return row_for(&key);
+        return Now::User(row_for(&key));
     }
-    // SAFETY: this thread's live state; only its own programs write it.
+    // SAFETY: this thread's live state; only its own programs write it
+    // (and softirqs on its CPU add to its deferred counts atomically).
     let st = unsafe { &mut *task.st };
     if st.call != Call::None as u32 {
-        st.row
-    } else {
-        row_of(st, st.current, Call::None as u32, 0)
+        return Now::Call(st.row);
     }
+    let regs = match regs {
+        Regs::User => ptr::null(),
+        Regs::Current => current_regs_ptr(),
+        Regs::At(r) => r,
+    };
+    if in_syscall(regs) {
+        return Now::Defer(task.st);
+    }
+    Now::User(row_of(st, st.current, Call::None as u32, 0))
 }
 
 /// The key of the row `task` is in now, for work it starts that finishes
 /// in another context (a disk request issued later by a kernel worker):
 /// charged there with `row_for(key)`, which finds the row again, or makes
 /// it anew if userspace released it meanwhile (a row index kept instead
-/// could by then belong to another key).
+/// could by then belong to another key). None inside a syscall nothing has
+/// classified yet: the caller has it classified first (see
+/// `block::try_rq_insert`).
 #[inline(always)]
 pub fn row_key_now(task: Task) -> Option<CounterKey> {
-    let idx = row_index_now(task);
+    let idx = match now(task, Regs::Current) {
+        Now::User(r) | Now::Call(r) => r,
+        Now::Defer(..) => return None,
+    };
+    row_key(idx)
+}
+
+/// The key of row `idx`.
+#[inline(always)]
+pub fn row_key(idx: u32) -> Option<CounterKey> {
     // SAFETY: a live array value; this row's key was written when the row
     // was given it, before its index was handed out.
     ROW_KEYS
@@ -736,20 +780,87 @@ pub fn row_key_now(task: Task) -> Option<CounterKey> {
 }
 
 /// Adds `by` to counter `idx` of the row `task` is in now (atomically: see
-/// [`add_atomic`]; the callers are the rarer, non-syscall events). For
-/// payload a hook observes, `charge` keeps the ledger instead.
+/// [`add_atomic`]; the callers are the rarer, non-syscall events), or
+/// defers it to the end of the syscall it is inside. For payload a hook
+/// observes, `charge` keeps the ledger instead.
 #[inline(always)]
-pub fn bump(task: Task, idx: usize, by: u64) {
-    if let Some(r) = row_now(task) {
-        add_atomic(r, idx, by);
+pub fn bump(task: Task, idx: usize, by: u64, regs: Regs) {
+    match now(task, regs) {
+        Now::User(r) | Now::Call(r) => {
+            if let Some(r) = row_ptr(r) {
+                add_atomic(r, idx, by);
+            }
+        }
+        Now::Defer(st) => defer(st, idx, by),
+    }
+}
+
+/// Keeps `by` of counter `idx` for the call in flight, counted on its row
+/// when it returns ([`flush_deferred`]).
+#[inline(always)]
+fn defer(st: *mut ThreadState, idx: usize, by: u64) {
+    match deferred_slot(idx) {
+        Some(i) if i < DEFERRED_SLOTS => {
+            // SAFETY: this thread's live state; the add is atomic (see
+            // `ThreadState::deferred`), the flag a plain store of 1.
+            unsafe {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+                    core::ptr::addr_of_mut!((*st).deferred[i]),
+                    by,
+                );
+                core::ptr::write_volatile(core::ptr::addr_of_mut!((*st).deferred_any), 1);
+            }
+        }
+        // Every counter a hook charges inside a call has a slot (a unit
+        // test checks the list); anything else is counted on the thread's
+        // current method rather than dropped.
+        _ => {
+            // SAFETY: as above.
+            let st = unsafe { &mut *st };
+            if let Some(r) = row_ptr(row_of(st, st.current, Call::None as u32, 0)) {
+                add_atomic(r, idx, by);
+            }
+        }
+    }
+}
+
+/// Counts on `row` what hooks deferred during the call that returns now
+/// (and the ledger's charges of it): each slot is read and then reduced by
+/// what was read, atomically, so an add racing with this is kept for the
+/// next call rather than lost.
+#[inline(never)]
+pub fn flush_deferred(st: &mut ThreadState, row: u32) {
+    // SAFETY: plain and atomic accesses to this thread's live state.
+    unsafe { core::ptr::write_volatile(&mut st.deferred_any, 0) };
+    let mut i = 0;
+    while i < DEFERRED_SLOTS {
+        // SAFETY: as above.
+        let v = unsafe { core::ptr::read_volatile(&st.deferred[i]) };
+        if v != 0 {
+            // SAFETY: as above.
+            unsafe {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+                    &mut st.deferred[i],
+                    v.wrapping_neg(),
+                )
+            };
+            let idx = DEFERRED_COUNTERS[i];
+            if counter::is_ledgered(idx) {
+                charge_row(row, idx, v);
+            } else if let Some(r) = row_ptr(row) {
+                add_atomic(r, idx, v);
+            }
+        }
+        i += 1;
     }
 }
 
 /// Payload bytes a hook saw (`idx` a ledgered counter): charged to the row
 /// the current task is in now (and to the ledger's tally of charges), or
-/// counted as unattributed with the reason. `task` is None outside the
-/// traced processes: a kernel thread's bytes are in scope (unattributed: it
-/// works for anyone), another process's are not. With `in_syscall`, only a
+/// deferred to the end of the syscall it is inside, or counted as
+/// unattributed with the reason. `task` is None outside the traced
+/// processes: a kernel thread's bytes are in scope (unattributed: it works
+/// for anyone), another process's are not. With `in_syscall`, only a
 /// traced thread inside a syscall is the bytes' owner (a transmit in user
 /// mode ran from an interrupt).
 #[inline(always)]
@@ -764,9 +875,7 @@ pub fn charge(task: Option<Task>, idx: usize, by: u64, in_syscall: bool) {
         // A thread that never made a syscall and copies payload is, in
         // practice, an io-wq worker running a ring's request: the request's
         // result counts those bytes already.
-        if zctrace_common::counter::is_observed_payload(idx)
-            && crate::kernel::current_is_io_worker()
-        {
+        if counter::is_observed_payload(idx) && crate::kernel::current_is_io_worker() {
             stat_add(stat::URING_WORKER_BYTES, by);
             ledger_add(ledger::unattributed(idx, ledger::IO_WORKER), by);
             return;
@@ -775,14 +884,14 @@ pub fn charge(task: Option<Task>, idx: usize, by: u64, in_syscall: bool) {
             ledger_add(ledger::unattributed(idx, ledger::NO_SYSCALL), by);
             return;
         }
-    } else if in_syscall {
-        // SAFETY: this thread's live state.
-        if unsafe { (*task.st).call } == Call::None as u32 {
-            ledger_add(ledger::unattributed(idx, ledger::NO_SYSCALL), by);
-            return;
-        }
     }
-    charge_row(row_index_now(task), idx, by);
+    match now(task, Regs::Current) {
+        Now::User(_) if in_syscall => {
+            ledger_add(ledger::unattributed(idx, ledger::NO_SYSCALL), by);
+        }
+        Now::User(r) | Now::Call(r) => charge_row(r, idx, by),
+        Now::Defer(st) => defer(st, idx, by),
+    }
 }
 
 /// `charge` to a known row.
@@ -814,9 +923,11 @@ pub fn stat_add(idx: usize, by: u64) {
     }
 }
 
+/// The event log's session: 0 while it is off; each time userspace turns
+/// it on, a new non-zero number.
 #[inline(always)]
-pub fn events_enabled() -> bool {
-    CONFIG.get(config::EVENTS_ENABLED).is_some_and(|v| *v != 0)
+pub fn events_session() -> u32 {
+    CONFIG.get(config::EVENTS_ENABLED).map_or(0, |v| *v)
 }
 
 /// Writes an event, counting it as dropped when the ring buffer is full.

@@ -1,59 +1,92 @@
-//! `sys_enter` / `sys_exit`: the in-flight syscall per thread, its method,
-//! syscall counts and the copies derived from each call's result.
+//! `sys_exit`: each syscall of a traced thread classified (its call, fds
+//! and method, from the arguments still in its saved registers), counted
+//! with the bytes its result reports, and charged what hooks inside it
+//! deferred. One program per syscall instead of two: an empty program on
+//! sys_enter and sys_exit costs every process on the host about twice
+//! what one on sys_exit alone does. `sys_enter` is attached only while the
+//! event log is open, to time the calls it shows.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::map,
+    maps::ProgramArray,
     programs::BtfTracePointContext,
 };
 use zctrace_common::{
     Call, CallInfo, EnterMemo, Event, FLAG_EXEC, FLAG_FROM_MAPPING, FLAG_MAPS_FILE, FLAG_TIMED,
-    FdKind, MSG_ERRQUEUE, MSG_ZEROCOPY, Method, NO_COUNTER, NO_ROW, SendClass, ThreadState,
-    classify, counter, derived_counter, event_kind, ledger,
+    FdKind, MSG_ERRQUEUE, MSG_ZEROCOPY, Method, NO_COUNTER, NO_ROW, SendClass, ThreadState, chain,
+    classify, counter, derived_counter, event_kind, ledger, stat,
 };
 
 use crate::{
     kernel::{
-        PtRegs, call_of, changes_fds, current_comm, fd_info, is_exec, layout, read_user,
-        syscall_args,
+        PtRegs, call_of, changes_fds, current_comm, fd_info, is_exec, is_fork, layout, read_user,
+        syscall_args, syscall_nr,
     },
     state::{
-        add, bump_epoch, emit, enter_task, epoch, events_enabled, exit_state, ledger_add,
-        regs_addr, row_of, row_ptr,
+        Task, add, bump_epoch, emit, epoch, events_session, exit_task, flush_deferred, ledger_add,
+        regs_addr, row_of, row_ptr, stat_add, traced_at,
     },
 };
 
-/// `sys_enter(struct pt_regs *regs, long id)`, as a BTF tracepoint: the
-/// saved registers are read directly, without a probe-read helper.
+/// `sys_enter(struct pt_regs *regs, long id)`, attached only while the
+/// event log is open: when a traced thread's call started, for the
+/// duration the log shows.
 pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let regs = ctx.arg::<*const PtRegs>(0);
-    let task = enter_task(regs_addr(regs)).ok_or(())?;
-    let nr = ctx.arg::<u64>(1);
-    if changes_fds(nr) {
-        bump_epoch(&task);
+    let task = traced_at(regs_addr(ctx.arg::<*const PtRegs>(0))).ok_or(())?;
+    let session = events_session();
+    if task.st.is_null() || session == 0 {
+        return Ok(());
     }
+    // SAFETY: this thread's own state (see `try_exit`).
+    unsafe {
+        (*task.st).enter_ns = bpf_ktime_get_ns_safe();
+        (*task.st).enter_session = session;
+    }
+    Ok(())
+}
+
+/// Starts classifying the call in flight of the thread whose saved
+/// registers are `regs`: notes what the classification is made from (see
+/// `ThreadState::in_flight_is`) and replays the thread's memo of it if it
+/// has one (a loop of reads or writes of one fd). True: classified.
+#[inline(always)]
+pub fn replay_in_flight(st: &mut ThreadState, task: &Task, regs: *const PtRegs) -> bool {
+    let nr = syscall_nr(regs) as u64;
     let call = call_of(nr);
-    // SAFETY: `st` is this thread's state; only this thread's own
-    // programs write it, and they do not run concurrently.
-    let st = unsafe { &mut *task.st };
-    // The clock only for the event log's durations (two helper calls a
-    // syscall otherwise spent on a number nobody looks at).
-    let timed = call.is_io() && events_enabled();
-    if timed {
-        st.enter_ns = bpf_ktime_get_ns_safe();
+    st.call_nr = (nr as u32).wrapping_add(1);
+    if !call.is_io() {
+        st.call_fd = 0;
+        return false;
     }
-    let per_call = if timed { FLAG_TIMED } else { 0 } | if is_exec(nr) { FLAG_EXEC } else { 0 };
-    // The arguments and the fd epoch, read once, for the replay and the
-    // full description alike.
+    let Some(a) = syscall_args(regs) else {
+        st.call_fd = 0;
+        return false;
+    };
+    st.call_fd = a[0] as u32;
+    let per_call = if is_exec(nr) { FLAG_EXEC } else { 0 };
+    replay(st, call, &a, nr as u32, epoch(task), per_call)
+}
+
+/// Classifies the call in flight of the thread whose saved registers are
+/// `regs` (inside the call, or at its exit): its family, fds, method, flow
+/// and row, stored in its state for sys_exit and the hooks inside the
+/// call. A program of its own (`sys_exit_classify`, and one for the block
+/// hook), reached by a tail call: verified apart from the counting, as the
+/// two together exceed 6.1's million-instruction verifier budget.
+#[inline(always)]
+pub fn classify_in_flight(st: &mut ThreadState, task: &Task, regs: *const PtRegs) {
+    if replay_in_flight(st, task, regs) {
+        return;
+    }
+    let nr = syscall_nr(regs) as u64;
+    let call = call_of(nr);
+    let per_call = if is_exec(nr) { FLAG_EXEC } else { 0 };
     let (args, epoch) = if call.is_io() {
-        (syscall_args(regs), epoch(&task))
+        (syscall_args(regs), epoch(task))
     } else {
         (None, 0)
     };
-    if let Some(a) = &args
-        && replay(st, call, a, nr as u32, epoch, per_call)
-    {
-        return Ok(());
-    }
     let (info, args) = match args {
         Some(a) => (describe(call, &a, st, epoch), a),
         None => (CallInfo::new(call), [0; 6]),
@@ -110,14 +143,11 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     st.in_kind = info.in_kind as u32;
     st.out_kind = info.out_kind as u32;
     st.flags = flags | per_call;
-    st.send_class = SendClass::Unknown as u32;
     st.derived = derived_counter(&info).map_or(NO_COUNTER, |c| c as u32);
     // From here on only values read back from the thread's state: the
     // call, its flags and kinds are then numbers the verifier knows nothing
     // about, so the row lookup and the memo below are checked once, not
-    // once per syscall family and classification (which made sys_enter's
-    // verification some 200,000 instructions: a third of a second at every
-    // start).
+    // once per syscall family and classification.
     // SAFETY: plain loads of this thread's own state.
     let (call_v, flags_v, derived_v, in_v, out_v) = unsafe {
         (
@@ -128,8 +158,6 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
             core::ptr::read_volatile(&st.out_kind),
         )
     };
-    // The call's row, found now (usually in the thread's row cache) so
-    // that sys_exit and the hooks inside the call just index it.
     st.row = row_of(st, method, call_v, flow);
     // Remember it when it may be replayed (see `replay`).
     let flags = flags_v & !(FLAG_TIMED | FLAG_EXEC);
@@ -152,7 +180,27 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
             kinds: in_v | out_v << 8 | u32::from(before_src) << 16 | u32::from(next_src) << 24,
         });
     }
-    Ok(())
+}
+
+/// What `classify_in_flight` stores for an io_uring_enter (method
+/// io_uring, no flow, the thread doing io_uring from now on: `classify`'s
+/// case for it), without the describing and classifying code that the
+/// request-submission hook would otherwise carry through the verifier.
+/// That hook then sets the request's method and row.
+#[inline(always)]
+pub fn uring_enter_in_flight(st: &mut ThreadState, regs: *const PtRegs) {
+    st.call_nr = (syscall_nr(regs) as u32).wrapping_add(1);
+    st.call_fd = syscall_args(regs).map_or(0, |a| a[0] as u32);
+    st.prev_current = st.current as u8;
+    st.prev_src = st.src;
+    st.current = Method::IoUring as u32;
+    st.method = Method::IoUring as u32;
+    st.flow = 0;
+    st.flags = 0;
+    st.derived = NO_COUNTER;
+    st.in_kind = 0;
+    st.out_kind = 0;
+    st.call = Call::IoUringEnter as u32;
 }
 
 /// Replays the thread's memo of this call, when it holds one made under
@@ -193,13 +241,10 @@ fn replay(
     st.current = m.next();
     st.src = (kinds >> 24) as u8;
     st.flags = flags | per_call;
-    st.send_class = SendClass::Unknown as u32;
     st.derived = derived;
     st.row = row;
-    if per_call & FLAG_TIMED != 0 {
-        st.in_kind = kinds & 0xff;
-        st.out_kind = kinds >> 8;
-    }
+    st.in_kind = kinds & 0xff;
+    st.out_kind = (kinds >> 8) & 0xff;
     true
 }
 
@@ -237,20 +282,52 @@ fn overlaps(st: &ThreadState, addr: u64, len: u64) -> bool {
         && st.map_start < addr.saturating_add(len)
 }
 
-/// `sys_exit(struct pt_regs *regs, long ret)`: counts the call on the row
-/// sys_enter found, with the bytes its result reports.
+/// `sys_exit(struct pt_regs *regs, long ret)`: classifies the call that
+/// returns (unless a hook inside it already did, for this very call), and
+/// counts it on its row with the bytes its result reports and what the
+/// hooks inside it deferred.
 pub fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    // Thread state exists only for threads of traced processes (sys_enter
-    // created it): one lookup both filters and finds it.
-    let st = exit_state(regs_addr(ctx.arg::<*const PtRegs>(0))).ok_or(())?;
-    // SAFETY: this thread's own storage (see `try_enter`).
-    let st = unsafe { &mut *st };
-    if st.call == Call::None as u32 {
+    let (task, st, regs) = exiting_thread(ctx).ok_or(())?;
+    let nr = syscall_nr(regs) as u64;
+    let ret = ctx.arg::<i64>(1);
+    // An exec on arm64 leaves no syscall number in the new program's
+    // registers (nor does rt_sigreturn, whose spurious exec handling only
+    // re-reads what did not change).
+    let arm64_exec = cfg!(bpf_target_arch = "aarch64") && nr == u64::MAX && ret == 0;
+    if changes_fds(nr) || arm64_exec {
+        // After the call: the fds it changed are read afresh from now on.
+        bump_epoch(&task);
+    }
+    if is_fork(nr) && ret == 0 {
+        // A new thread leaving its parent's clone: not a call of its own.
+        st.call = Call::None as u32;
         return Ok(());
     }
+    let fd = if call_of(nr).is_io() {
+        syscall_args(regs).map_or(0, |a| a[0] as u32)
+    } else {
+        0
+    };
+    if !st.in_flight_is(nr as u32, fd) {
+        if st.call != Call::None as u32 {
+            // Classified by a hook that ran after an earlier call had
+            // returned: undo what it did to the thread's method.
+            st.current = u32::from(st.prev_current);
+            st.src = st.prev_src;
+            st.call = Call::None as u32;
+        }
+        if !replay_in_flight(st, &task, regs) {
+            // sys_exit_classify classifies it and comes back here, where
+            // the call is then the one in flight.
+            // SAFETY: the chain holds programs of this type and hook.
+            unsafe { EXIT_CHAIN.tail_call(ctx, chain::CLASSIFY) };
+            unclassified(st, nr);
+        }
+    }
+    if arm64_exec {
+        st.flags |= FLAG_EXEC;
+    }
     let call = st.call;
-    st.call = Call::None as u32;
-    let ret = ctx.arg::<i64>(1);
     let info_call = Call::from_u32(call).unwrap_or(Call::Other);
     if ret <= 0 && info_call.returns_bytes() {
         // It moved nothing (end of file, EAGAIN, an error): not part of a
@@ -259,26 +336,111 @@ pub fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     } else if let Some(r) = row_ptr(st.row) {
         counted(st, r, info_call, ret);
     }
-    if st.flags & FLAG_TIMED != 0 && events_enabled() {
-        let now = bpf_ktime_get_ns_safe();
-        emit(&Event {
-            ts_ns: now,
-            dur_ns: now.saturating_sub(st.enter_ns),
-            ret,
-            tgid: st.tgid,
-            tid: st.tid,
-            kind: event_kind::SYSCALL,
-            method: st.method,
-            call,
-            in_kind: if st.in_kind != 0 {
-                st.in_kind
-            } else {
-                st.out_kind
-            },
-            comm: current_comm(),
-        });
+    if info_call.is_io() {
+        let session = events_session();
+        if session != 0 {
+            log_call(st, call, ret, session);
+        }
     }
+    end_call(st);
     Ok(())
+}
+
+/// `sys_exit_classify`: sys_exit's classification (see
+/// `classify_in_flight`), then back to sys_exit to count the call.
+pub fn try_exit_classify(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let (task, st, regs) = exiting_thread(ctx).ok_or(())?;
+    classify_in_flight(st, &task, regs);
+    // SAFETY: as in `try_exit`.
+    unsafe { EXIT_CHAIN.tail_call(ctx, chain::BACK) };
+    // The way back failed: count the call here, plainly.
+    stat_add(stat::CHAIN_FAILED, 1);
+    if let Some(r) = row_ptr(st.row) {
+        add(r, counter::SYSCALLS, 1);
+    }
+    end_call(st);
+    Ok(())
+}
+
+/// The thread leaving a syscall, if its process is traced: its task, its
+/// state and its saved registers. Thread state exists only for threads of
+/// traced processes: one lookup both filters and finds (or creates) it.
+#[inline(always)]
+fn exiting_thread(
+    ctx: &BtfTracePointContext,
+) -> Option<(Task, &'static mut ThreadState, *const PtRegs)> {
+    let regs = ctx.arg::<*const PtRegs>(0);
+    let task = exit_task(regs_addr(regs))?;
+    if task.st.is_null() {
+        return None;
+    }
+    // SAFETY: this thread's own state: only its own programs write it
+    // (softirqs on its CPU add to its deferred counts atomically), and
+    // they do not run concurrently.
+    Some((task, unsafe { &mut *task.st }, regs))
+}
+
+/// The end of a call: what hooks deferred during it counted on its row,
+/// and the thread back in user mode.
+#[inline(always)]
+fn end_call(st: &mut ThreadState) {
+    if st.deferred_any != 0 {
+        flush_deferred(st, st.row);
+    }
+    st.call = Call::None as u32;
+    st.call_nr = 0;
+    st.send_class = SendClass::Unknown as u32;
+}
+
+/// A call whose classification could not be reached (the tail call
+/// failed, which the loader's checks make a bug, not a state of the
+/// kernel): counted as method other of its family, and said.
+#[inline(never)]
+fn unclassified(st: &mut ThreadState, nr: u64) {
+    stat_add(stat::CHAIN_FAILED, 1);
+    let call = call_of(nr) as u32;
+    st.call = call;
+    st.method = Method::Other as u32;
+    st.prev_current = st.current as u8;
+    st.prev_src = st.src;
+    st.flags = 0;
+    st.derived = NO_COUNTER;
+    st.row = row_of(st, Method::Other as u32, call, 0);
+}
+
+/// The programs sys_exit and its classifier hand each other over to
+/// (userspace fills it before attaching sys_exit).
+#[map]
+pub static EXIT_CHAIN: ProgramArray = ProgramArray::with_max_entries(chain::SLOTS, 0);
+
+/// The call's line in the event log, timed from sys_enter when that ran
+/// for it.
+#[inline(never)]
+fn log_call(st: &mut ThreadState, call: u32, ret: i64, session: u32) {
+    let now = bpf_ktime_get_ns_safe();
+    // 0: not timed (the call began before sys_enter was attached).
+    let dur_ns = if st.enter_ns != 0 && st.enter_session == session {
+        now.saturating_sub(st.enter_ns).max(1)
+    } else {
+        0
+    };
+    st.enter_ns = 0;
+    emit(&Event {
+        ts_ns: now,
+        dur_ns,
+        ret,
+        tgid: st.tgid,
+        tid: st.tid,
+        kind: event_kind::SYSCALL,
+        method: st.method,
+        call,
+        in_kind: if st.in_kind != 0 {
+            st.in_kind
+        } else {
+            st.out_kind
+        },
+        comm: current_comm(),
+    });
 }
 
 /// Counts a call on its row, with the bytes its result reports.

@@ -12,8 +12,12 @@ use zctrace_common::{
 };
 
 use crate::{
-    kernel::{file_info, layout, read},
-    state::{add_atomic, current_traced, ledger_add, row_for, row_of, row_ptr, row_tid, stat_add},
+    kernel::{call_of, file_info, in_syscall, layout, read, syscall_nr},
+    state::{
+        add_atomic, current_regs_ptr, current_traced, ledger_add, row_for, row_of, row_ptr,
+        row_tid, stat_add,
+    },
+    syscalls::uring_enter_in_flight,
 };
 
 /// Who submitted a request in flight, and what it is.
@@ -48,6 +52,12 @@ pub fn try_submit(ctx: &RawTracePointContext) -> Result<(), ()> {
         let st = unsafe { &mut *task.st };
         // What the hooks see while the request is issued inline, and the
         // io_uring_enter itself, belong to the request's method.
+        if st.call == Call::None as u32 {
+            let regs = current_regs_ptr();
+            if in_syscall(regs) && call_of(syscall_nr(regs) as u64) == Call::IoUringEnter {
+                uring_enter_in_flight(st, regs);
+            }
+        }
         if st.call == Call::IoUringEnter as u32 {
             st.method = method;
             st.row = row_of(st, method, Call::IoUringEnter as u32, 0);

@@ -296,14 +296,18 @@ pub fn hooks(args: &HooksArgs) -> Result<()> {
     }
     let mut s = String::new();
     for h in probes.hooks() {
-        let state = if h.attached { "attached" } else { "MISSING " };
+        let state = match (h.attached, h.on_demand) {
+            (true, true) => "on demand",
+            (true, false) => "attached ",
+            (false, _) => "MISSING  ",
+        };
         s += &format!("{:<24} {state}  {}\n", h.name(), h.purpose);
         if let Some(r) = &h.reason {
-            s += &format!("{:<24}           reason: {r}\n", "");
+            s += &format!("{:<24}            reason: {r}\n", "");
         }
         if let Some(name) = h.attached_as {
             s += &format!(
-                "{:<24}           as {name}: this kernel's name for it\n",
+                "{:<24}            as {name}: this kernel's name for it\n",
                 ""
             );
         }

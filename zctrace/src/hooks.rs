@@ -50,6 +50,21 @@ pub struct Spec {
     /// kernel has no `target` (the program reads its arguments where
     /// that kernel passes them: see `KernelLayout`).
     pub alias: Option<&'static str>,
+    /// Checked at start (loaded, attached and detached again), then
+    /// attached only while something needs it: a program on the raw
+    /// syscall tracepoints costs every process on the host.
+    pub on_demand: bool,
+    /// The hook's classifier and the program array they hand calls over
+    /// in (see `zctrace_common::chain`): loaded, never attached, and put
+    /// in the array with the hook's own program before the hook attaches.
+    pub chain: Option<Chain>,
+}
+
+/// A hook's classifier program and its chain map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chain {
+    pub program: &'static str,
+    pub map: &'static str,
 }
 
 /// Every hook, in the order they are attached and listed.
@@ -101,6 +116,8 @@ const fn tracepoint(
         purpose,
         floor,
         alias: None,
+        on_demand: false,
+        chain: None,
     }
 }
 
@@ -120,6 +137,8 @@ const fn site(
         purpose,
         floor: None,
         alias: None,
+        on_demand: false,
+        chain: None,
     }
 }
 
@@ -165,20 +184,29 @@ impl Hook {
     pub const fn spec(self) -> Spec {
         use Kind::{BtfTracepoint as Btf, RawTracepoint as Raw};
         match self {
-            Hook::SysEnter => tracepoint(
-                "sys_enter",
-                Btf,
-                true,
-                "syscall entry: which call, which fds, which method",
-                Some("floor_sys_enter"),
-            ),
-            Hook::SysExit => tracepoint(
-                "sys_exit",
-                Btf,
-                true,
-                "syscall result: bytes moved",
-                Some("floor_sys_exit"),
-            ),
+            Hook::SysEnter => Spec {
+                on_demand: true,
+                ..tracepoint(
+                    "sys_enter",
+                    Btf,
+                    false,
+                    "syscall start, for the event log's durations (attached while the log is open)",
+                    Some("floor_sys_enter"),
+                )
+            },
+            Hook::SysExit => Spec {
+                chain: Some(Chain {
+                    program: "sys_exit_classify",
+                    map: "EXIT_CHAIN",
+                }),
+                ..tracepoint(
+                    "sys_exit",
+                    Btf,
+                    true,
+                    "each syscall: its call, fds and method (from the saved registers), bytes moved",
+                    Some("floor_sys_exit"),
+                )
+            },
             Hook::SchedSwitch => tracepoint(
                 "sched_switch",
                 Btf,
@@ -235,13 +263,19 @@ impl Hook {
                 "transmitted bytes: loopback vs device DMA",
                 Some("floor_net_dev_xmit"),
             ),
-            Hook::BlockRqInsert => tracepoint(
-                "block_rq_insert",
-                Raw,
-                false,
-                "who queued each disk request (a scheduler issues it later, often from a worker)",
-                Some(FLOOR_RAW),
-            ),
+            Hook::BlockRqInsert => Spec {
+                chain: Some(Chain {
+                    program: "block_rq_insert_classify",
+                    map: "INSERT_CHAIN",
+                }),
+                ..tracepoint(
+                    "block_rq_insert",
+                    Raw,
+                    false,
+                    "who queued each disk request (a scheduler issues it later, often from a worker)",
+                    Some(FLOOR_RAW),
+                )
+            },
             Hook::BlockRqRequeue => tracepoint(
                 "block_rq_requeue",
                 Raw,
@@ -358,7 +392,7 @@ impl Hook {
     }
 
     /// Every eBPF program this hook may load (both of a copy site's
-    /// mechanisms, and its floor program).
+    /// mechanisms, its classifier, and its floor program).
     pub fn programs(self) -> impl Iterator<Item = &'static str> {
         let s = self.spec();
         let pair = match s.kind {
@@ -367,6 +401,7 @@ impl Hook {
         };
         std::iter::once(s.program)
             .chain(pair.into_iter().flatten())
+            .chain(s.chain.map(|c| c.program))
             .chain(s.floor)
     }
 

@@ -422,6 +422,11 @@ impl Collector for Exporter {
                 s.thread_map_full,
             ),
             (
+                "zctrace_unclassified_calls",
+                "Syscalls and disk requests counted without their classification (method other)",
+                s.unclassified_calls,
+            ),
+            (
                 "zctrace_process_map_full",
                 "Forked children the traced-process map had no room for",
                 s.process_map_full,

@@ -204,6 +204,14 @@ pub fn method_block(r: &MethodResult) -> String {
 /// Probe health, when anything was lost.
 pub fn footer(stats: &Stats) -> String {
     let mut s = String::new();
+    if stats.unclassified_calls > 0 {
+        let _ = writeln!(
+            s,
+            "\nprobe health: {} calls counted without their classification (method other: \
+             a hand-over between zctrace's programs failed)",
+            stats.unclassified_calls
+        );
+    }
     if stats.events_dropped + stats.thread_map_full > 0 {
         let _ = writeln!(
             s,

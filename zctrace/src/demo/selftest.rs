@@ -322,6 +322,15 @@ pub fn run(dir: &Path) -> Result<(String, u8)> {
             0.0,
         );
     }
+    // Every call was classified by its hook's classifier: the hand-over
+    // between the programs (a tail call) works on this kernel.
+    check(
+        &mut checks,
+        "calls counted without their classification".to_owned(),
+        stats.unclassified_calls as f64,
+        0.0,
+        0.0,
+    );
     // Every io_uring completion of this process must find its submission
     // (6.1 names the submission tracepoint io_uring_submit_sqe; without it
     // every result went unattributed, and the rows held no derived copies).
@@ -453,6 +462,7 @@ mod tests {
             reason: reason.map(str::to_owned),
             purpose: "",
             attached_as: None,
+            on_demand: false,
         };
         assert!(refusals_explained(&[
             h(true, None),

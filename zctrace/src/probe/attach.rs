@@ -132,22 +132,26 @@ fn fexit_skipped() -> bool {
 /// was; only the waiting is shared.
 pub fn preload(ebpf: &mut Ebpf, hooks: &[Hook], btf: Option<&aya::Btf>) -> Preloaded {
     let skip_fexit = fexit_skipped();
+    // Each program with the hook whose kind and target it loads for (a
+    // classifier loads as its hook does).
     let wanted: HashMap<&'static str, Hook> = hooks
         .iter()
         .filter(|h| !(skip_fexit && matches!(h.spec().kind, Kind::CopySite { .. })))
-        .map(|&h| (h.spec().program, h))
+        .flat_map(|&h| {
+            let spec = h.spec();
+            std::iter::once((spec.program, h)).chain(spec.chain.map(|c| (c.program, h)))
+        })
         .collect();
-    let jobs: Vec<(Hook, &mut Program)> = ebpf
+    let jobs: Vec<(&'static str, Hook, &mut Program)> = ebpf
         .programs_mut()
-        .filter_map(|(name, p)| wanted.get(name).map(|&h| (h, p)))
+        .filter_map(|(name, p)| wanted.get_key_value(name).map(|(&n, &h)| (n, h, p)))
         .collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .min(jobs.len().max(1));
-    // The longest first (the syscall programs), so no thread is left with
-    // one big program at the end.
     let mut jobs = jobs;
-    jobs.sort_by_key(|(h, _)| !matches!(h, Hook::SysEnter | Hook::SysExit));
+    // The syscall programs (the largest) first.
+    jobs.sort_by_key(|(_, h, _)| !matches!(h, Hook::SysEnter | Hook::SysExit));
     let queue = Mutex::new(jobs.into_iter());
     let load = |hook: Hook, p: &mut Program| -> Result<(), AttachError> {
         let spec = hook.spec();
@@ -169,8 +173,10 @@ pub fn preload(ebpf: &mut Ebpf, hooks: &[Hook], btf: Option<&aya::Btf>) -> Prelo
                     let mut done = Vec::new();
                     loop {
                         let next = queue.lock().map(|mut q| q.next());
-                        let Ok(Some((hook, p))) = next else { break };
-                        done.push((hook.spec().program, load(hook, p)));
+                        let Ok(Some((name, hook, p))) = next else {
+                            break;
+                        };
+                        done.push((name, load(hook, p)));
                     }
                     done
                 })
@@ -181,6 +187,116 @@ pub fn preload(ebpf: &mut Ebpf, hooks: &[Hook], btf: Option<&aya::Btf>) -> Prelo
             .flat_map(|w| w.join().unwrap_or_default())
             .collect()
     })
+}
+
+/// Checks an on-demand hook (see `Spec::on_demand`, BTF tracepoints
+/// only): loaded, attached and detached again, so that the kernel's answer
+/// is known at start and attaching it later cannot fail for a reason
+/// nobody was told.
+pub fn check_on_demand(
+    ebpf: &mut Ebpf,
+    hook: Hook,
+    btf: Option<&aya::Btf>,
+    preloaded: &mut Preloaded,
+) -> Result<Attached, AttachError> {
+    let spec = hook.spec();
+    let p = loaded_btf(ebpf, hook, btf.ok_or_else(no_btf)?, preloaded)?;
+    let link = p.attach()?;
+    p.detach(link)?;
+    Ok(Attached {
+        via: Via::TpBtf,
+        target: spec.target,
+    })
+}
+
+/// A BTF tracepoint hook's program, loaded (unless [`preload`] did).
+fn loaded_btf<'a>(
+    ebpf: &'a mut Ebpf,
+    hook: Hook,
+    btf: &aya::Btf,
+    preloaded: &mut Preloaded,
+) -> Result<&'a mut BtfTracePoint, AttachError> {
+    let spec = hook.spec();
+    let p: &mut BtfTracePoint = program(ebpf, spec.program)?.try_into()?;
+    match preloaded.remove(spec.program) {
+        Some(loaded) => loaded?,
+        None => p.load(spec.target, btf)?,
+    }
+    Ok(p)
+}
+
+/// Attaches a checked on-demand hook's program (see `check_on_demand`).
+pub fn attach_loaded(
+    ebpf: &mut Ebpf,
+    hook: Hook,
+) -> Result<aya::programs::tp_btf::BtfTracePointLinkId, AttachError> {
+    let p: &mut BtfTracePoint = program(ebpf, hook.spec().program)?.try_into()?;
+    Ok(p.attach()?)
+}
+
+/// Detaches what `attach_loaded` attached.
+pub fn detach_loaded(
+    ebpf: &mut Ebpf,
+    hook: Hook,
+    link: aya::programs::tp_btf::BtfTracePointLinkId,
+) -> Result<(), AttachError> {
+    let p: &mut BtfTracePoint = program(ebpf, hook.spec().program)?.try_into()?;
+    Ok(p.detach(link)?)
+}
+
+/// Puts a hook's classifier and its own program (both loaded) in their
+/// chain map (see `Spec::chain`), before the hook attaches: a hook whose
+/// classifier the kernel refuses is refused with that reason.
+fn link_chain(
+    ebpf: &mut Ebpf,
+    hook: Hook,
+    btf: Option<&aya::Btf>,
+    preloaded: &mut Preloaded,
+) -> Result<(), AttachError> {
+    let spec = hook.spec();
+    let Some(chain) = spec.chain else {
+        return Ok(());
+    };
+    let why = |e: AttachError| AttachError {
+        message: format!("its classifier {}: {}", chain.program, e.message),
+        errno: e.errno,
+    };
+    let loaded = preloaded.remove(chain.program);
+    let classifier = program(ebpf, chain.program)?;
+    match (loaded, spec.kind) {
+        (Some(r), _) => r.map_err(why)?,
+        (None, Kind::RawTracepoint) => <&mut RawTracePoint>::try_from(classifier)
+            .map_err(AttachError::from)?
+            .load()
+            .map_err(|e| why(e.into()))?,
+        (None, _) => <&mut BtfTracePoint>::try_from(classifier)
+            .map_err(AttachError::from)?
+            .load(spec.target, btf.ok_or_else(no_btf)?)
+            .map_err(|e| why(e.into()))?,
+    }
+    let fd = |ebpf: &Ebpf, name: &str| -> Result<aya::programs::ProgramFd, AttachError> {
+        let p = ebpf
+            .program(name)
+            .ok_or_else(|| AttachError::new(format!("program {name} not in the object")))?;
+        let fd = p.fd().map_err(AttachError::from)?;
+        fd.try_clone()
+            .map_err(|e| AttachError::new(format!("duplicating {name}'s fd: {e}")))
+    };
+    let (classify, back) = (fd(ebpf, chain.program)?, fd(ebpf, spec.program)?);
+    let map = ebpf
+        .map_mut(chain.map)
+        .ok_or_else(|| AttachError::new(format!("map {} not in the object", chain.map)))?;
+    let mut array = aya::maps::ProgramArray::try_from(map)
+        .map_err(|e| AttachError::new(format!("{}: {e}", chain.map)))?;
+    for (slot, fd) in [
+        (zctrace_common::chain::CLASSIFY, &classify),
+        (zctrace_common::chain::BACK, &back),
+    ] {
+        array
+            .set(slot, fd, 0)
+            .map_err(|e| AttachError::new(format!("{} slot {slot}: {e}", chain.map)))?;
+    }
+    Ok(())
 }
 
 /// Attaches one hook (loading its program unless [`preload`] did); returns
@@ -203,6 +319,8 @@ pub fn attach(
                 Some(loaded) => loaded?,
                 None => p.load()?,
             }
+            link_chain(ebpf, hook, btf, preloaded)?;
+            let p: &mut RawTracePoint = program(ebpf, spec.program)?.try_into()?;
             match (p.attach(spec.target), spec.alias) {
                 (Ok(_), _) => Ok(on(Via::RawTracepoint)),
                 (Err(first), Some(alias)) => match p.attach(alias) {
@@ -227,11 +345,9 @@ pub fn attach(
         }
         Kind::BtfTracepoint => {
             let btf = btf.ok_or_else(no_btf)?;
+            loaded_btf(ebpf, hook, btf, preloaded)?;
+            link_chain(ebpf, hook, Some(btf), preloaded)?;
             let p: &mut BtfTracePoint = program(ebpf, spec.program)?.try_into()?;
-            match preloaded.remove(spec.program) {
-                Some(loaded) => loaded?,
-                None => p.load(spec.target, btf)?,
-            }
             p.attach()?;
             Ok(on(Via::TpBtf))
         }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, Queue, RingBuf};
 use zctrace_common::{CounterKey, Counters, OVERFLOW_ROW, RowKey, config, ledger, stat};
 
-use super::{ProbeError, Probes, Stats, batch};
+use super::{ProbeError, Probes, Stats, attach, batch};
+use crate::hooks::Hook;
 
 /// The kernel's internal "not supported" (not in libc): what a map type
 /// without batch operations answers.
@@ -55,10 +56,36 @@ impl Probes {
         self.bump_generation()
     }
 
-    /// Turns the per-syscall event stream on or off.
+    /// Turns the per-syscall event stream on or off. On, sys_enter is
+    /// attached too, to time the calls; each time the stream is turned on
+    /// it is a new session, so a start time from before is never taken
+    /// for a call's (a call already in flight is shown untimed).
     pub fn set_events(&mut self, on: bool) -> Result<(), ProbeError> {
+        let session = if on {
+            self.event_sessions = self.event_sessions.wrapping_add(1).max(1);
+            self.event_sessions
+        } else {
+            0
+        };
+        if !on && let Some(link) = self.enter_link.take() {
+            attach::detach_loaded(&mut self.ebpf, Hook::SysEnter, link).map_err(|reason| {
+                ProbeError::Attach {
+                    hook: Hook::SysEnter,
+                    reason,
+                }
+            })?;
+        }
         let mut cfg: Array<_, u32> = Array::try_from(self.map_mut("CONFIG")?)?;
-        cfg.set(config::EVENTS_ENABLED, u32::from(on), 0)?;
+        cfg.set(config::EVENTS_ENABLED, session, 0)?;
+        if on && self.enter_link.is_none() && self.hook_set().has(Hook::SysEnter) {
+            let link = attach::attach_loaded(&mut self.ebpf, Hook::SysEnter).map_err(|reason| {
+                ProbeError::Attach {
+                    hook: Hook::SysEnter,
+                    reason,
+                }
+            })?;
+            self.enter_link = Some(link);
+        }
         Ok(())
     }
 
@@ -323,6 +350,7 @@ impl Probes {
             events_dropped: v[stat::EVENTS_DROPPED],
             events_sent: v[stat::EVENTS_SENT],
             thread_map_full: v[stat::THREAD_MAP_FULL],
+            unclassified_calls: v[stat::CHAIN_FAILED],
             counter_map_full: v[stat::ROW_FALLBACKS],
             row_capacity: self.capacity,
             rows_used: rows.rows.len() as u64,

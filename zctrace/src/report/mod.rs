@@ -121,6 +121,8 @@ pub struct MethodDoc {
 pub struct StatsDoc {
     pub events_dropped: u64,
     pub thread_map_full: u64,
+    #[serde(default)]
+    pub unclassified_calls: u64,
     pub counter_map_full: u64,
     pub process_map_full: u64,
     pub unattributed_bytes: u64,
@@ -284,6 +286,7 @@ fn health(s: &StatsDoc) -> (Vec<String>, bool) {
     let mut out = Vec::new();
     let lost = s.events_dropped
         + s.thread_map_full
+        + s.unclassified_calls
         + s.counter_map_full
         + s.process_map_full
         + s.uring_map_full
@@ -299,6 +302,10 @@ fn health(s: &StatsDoc) -> (Vec<String>, bool) {
     say(
         s.thread_map_full,
         "threads without state (their syscalls are not counted)",
+    );
+    say(
+        s.unclassified_calls,
+        "calls counted without their classification (method other)",
     );
     say(
         s.counter_map_full,

@@ -32,7 +32,12 @@ impl Widget for LogView<'_> {
                 e.method.name().to_owned(),
                 e.fd.name().to_owned(),
                 bytes,
-                format!("{:.1}", e.dur_ns as f64 / 1e3),
+                // 0: the call began before the log was opened (untimed).
+                if e.dur_ns == 0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.1}", e.dur_ns as f64 / 1e3)
+                },
             ])
         });
         let title = format!(

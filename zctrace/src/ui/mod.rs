@@ -111,6 +111,15 @@ fn status_line(app: &App) -> Paragraph<'static> {
             Style::new().fg(Color::Red).bold(),
         ));
     }
+    if st.unclassified_calls > 0 {
+        spans.push(Span::styled(
+            format!(
+                " | {} calls counted unclassified (method other)",
+                st.unclassified_calls
+            ),
+            Style::new().fg(Color::Red).bold(),
+        ));
+    }
     if st.counter_map_full > 0 {
         spans.push(Span::styled(
             format!(

@@ -350,3 +350,66 @@ fn batched_snapshots_read_the_same_rows_as_row_by_row() {
         kept_rows(&p.snapshot_per_row().expect("row by row"))
     );
 }
+
+/// Links on the sys_enter tracepoint, machine-wide (bpftool).
+fn sys_enter_links() -> usize {
+    let out = std::process::Command::new("bpftool")
+        .args(["link", "show", "-j"])
+        .output()
+        .expect("run bpftool");
+    assert!(out.status.success(), "bpftool link show failed");
+    let links: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    links
+        .iter()
+        .filter(|l| l["tp_name"].as_str() == Some("sys_enter"))
+        .count()
+}
+
+/// Counting needs sys_exit alone; sys_enter, which every process on the
+/// host would pay for, is attached only while the event log is on, and
+/// then times each call it logs. A call already in flight when the log
+/// opens is logged untimed (duration 0), never with an older start.
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn sys_enter_is_attached_only_while_the_event_log_is_on_and_times_every_logged_call() {
+    let _guard = serial();
+    let before = sys_enter_links();
+    let mut p = Probes::load(ProbeOptions {
+        per_thread: true,
+        ..ProbeOptions::default()
+    })
+    .expect("load probes");
+    assert_eq!(sys_enter_links(), before, "not attached while counting");
+    p.set_events(true).expect("events on");
+    assert_eq!(sys_enter_links(), before + 1, "attached with the log on");
+    let mut ring = p.take_events().expect("ring buffer");
+    p.trace_pid(std::process::id()).expect("trace self");
+    const READS: u64 = 2_000;
+    let tid = reader_thread(READS);
+    p.untrace_pid(std::process::id()).expect("untrace");
+    let (mut logged, mut timed) = (0u64, 0u64);
+    while let Some(item) = ring.next() {
+        if let Some(ev) = zctrace_common::Event::from_bytes(&item)
+            && ev.tid == tid
+            && ev.call == Call::Read as u32
+        {
+            logged += 1;
+            timed += u64::from(ev.dur_ns > 0);
+        }
+    }
+    assert_eq!(logged, READS, "every read logged");
+    assert_eq!(
+        timed, READS,
+        "every read timed (each began with the log on)"
+    );
+    p.set_events(false).expect("events off");
+    assert_eq!(sys_enter_links(), before, "detached with the log off");
+    let snap = p.snapshot().expect("snapshot");
+    let reads = snap.sum(|k| k.tid == tid && k.call == Call::Read as u32);
+    assert_eq!(reads.v[counter::SYSCALLS], READS, "counted exactly");
+    // On again: a new session, attached again.
+    p.set_events(true).expect("events on again");
+    assert_eq!(sys_enter_links(), before + 1, "attached again");
+    drop(p);
+    assert_eq!(sys_enter_links(), before, "nothing left attached");
+}
