@@ -748,7 +748,12 @@ pub fn now(task: Task, regs: Regs) -> Now {
         Regs::At(r) => r,
     };
     if in_syscall(regs) {
-        return Now::Defer(task.st);
+        // A call the thread's memo knows (a read/write loop's) has its row
+        // already: charged at once, as sys_exit will count it there.
+        return match crate::syscalls::memo_row(st, &task, regs) {
+            Some(row) => Now::Call(row),
+            None => Now::Defer(task.st),
+        };
     }
     Now::User(row_of(st, st.current, Call::None as u32, 0))
 }

@@ -162,10 +162,17 @@ pub fn classify_in_flight(st: &mut ThreadState, task: &Task, regs: *const PtRegs
     // Remember it when it may be replayed (see `replay`).
     let flags = flags_v & !(FLAG_TIMED | FLAG_EXEC);
     let memo = match Call::from_u32(call_v) {
-        Some(Call::Read | Call::Pread | Call::Readv | Call::Write | Call::Pwrite) => {
-            flags & FLAG_FROM_MAPPING == 0
-        }
-        Some(Call::Writev) => st.map_len == 0,
+        Some(
+            Call::Read
+            | Call::Pread
+            | Call::Readv
+            | Call::Recvfrom
+            | Call::Recvmsg
+            | Call::Write
+            | Call::Pwrite
+            | Call::Sendto,
+        ) => flags & FLAG_FROM_MAPPING == 0,
+        Some(Call::Writev | Call::Sendmsg) => st.map_len == 0,
         _ => false,
     };
     if memo && st.row != NO_ROW {
@@ -217,18 +224,15 @@ fn replay(
     epoch: u32,
     per_call: u32,
 ) -> bool {
-    let ok = match call {
-        Call::Read | Call::Pread | Call::Readv => true,
-        Call::Write | Call::Pwrite => st.map_len == 0 || !st.in_mapping(a[1]),
-        Call::Writev => st.map_len == 0,
-        _ => false,
-    };
-    if !ok {
+    if !replayable(st, call, a) {
         return false;
     }
     let Some(m) = st.memo_find(nr, a[0] as u32, epoch) else {
         return false;
     };
+    if m.flags & 6 != msg_bits(call, a) {
+        return false;
+    }
     let (methods, flags, derived, row, kinds) = (m.methods, m.flags, m.derived, m.row, m.kinds);
     let m = EnterMemo {
         methods,
@@ -246,6 +250,49 @@ fn replay(
     st.in_kind = kinds & 0xff;
     st.out_kind = (kinds >> 8) & 0xff;
     true
+}
+
+/// Whether a memo entry may stand for this call (see `replay`): a read or
+/// receive; a write or send whose buffer is not in the thread's file
+/// mapping (checked for the calls that pass the buffer itself; a writev's
+/// or sendmsg's would take a user-memory read: only without a mapping).
+#[inline(always)]
+fn replayable(st: &ThreadState, call: Call, a: &[u64; 6]) -> bool {
+    match call {
+        Call::Read | Call::Pread | Call::Readv | Call::Recvfrom | Call::Recvmsg => true,
+        Call::Write | Call::Pwrite | Call::Sendto => st.map_len == 0 || !st.in_mapping(a[1]),
+        Call::Writev | Call::Sendmsg => st.map_len == 0,
+        _ => false,
+    }
+}
+
+/// The flag bits (`ThreadState::flags`: zerocopy 2, errqueue 4) a send or
+/// receive's flags argument gives its classification: a memo entry stands
+/// for a call only with the same.
+#[inline(always)]
+fn msg_bits(call: Call, a: &[u64; 6]) -> u32 {
+    let flags = match call {
+        Call::Recvfrom | Call::Sendto => a[3] as u32,
+        Call::Recvmsg | Call::Sendmsg => a[2] as u32,
+        _ => 0,
+    };
+    u32::from(flags & MSG_ZEROCOPY != 0) << 1 | u32::from(flags & MSG_ERRQUEUE != 0) << 2
+}
+
+/// The row the thread's memo gives the call in flight, if it has one for
+/// it, without classifying it (the thread's state is left as it is): what
+/// a hook inside the call charges at once instead of deferring it.
+#[inline(always)]
+pub fn memo_row(st: &ThreadState, task: &Task, regs: *const PtRegs) -> Option<u32> {
+    let nr = syscall_nr(regs) as u64;
+    let call = call_of(nr);
+    let a = syscall_args(regs)?;
+    if !replayable(st, call, &a) {
+        return None;
+    }
+    st.memo_find(nr as u32, a[0] as u32, epoch(task))
+        .filter(|m| m.flags & 6 == msg_bits(call, &a))
+        .map(|m| m.row)
 }
 
 /// The call in flight as stored in the thread's state (volatile loads, so
