@@ -506,3 +506,55 @@ fn io_uring_opcodes_name_their_methods_and_counters() {
         );
     }
 }
+
+#[test]
+fn a_memo_entry_stands_only_for_calls_that_pass_its_own_checks() {
+    let entry = |call: Call, flags: u32| EnterMemo {
+        nr: 1,
+        fd: 3,
+        epoch: 1,
+        methods: 0,
+        flags: flags | memo_checks(call).expect("replayable"),
+        derived: NO_COUNTER,
+        row: 7,
+        kinds: 0,
+    };
+    let mut st = ThreadState::NEW;
+    // A read checks nothing beyond the key.
+    assert!(st.memo_applies(&entry(Call::Read, 0), &[3, 0x1000, 4096, 0, 0, 0]));
+    // sendto: the flags are the fourth argument; a zerocopy send is not a
+    // copying one.
+    let copying = entry(Call::Sendto, 0);
+    assert!(st.memo_applies(&copying, &[3, 0x1000, 4096, 0, 0, 0]));
+    assert!(
+        st.memo_applies(&copying, &[3, 0x1000, 4096, 0x40, 0, 0]),
+        "MSG_DONTWAIT changes nothing"
+    );
+    assert!(!st.memo_applies(&copying, &[3, 0x1000, 4096, MSG_ZEROCOPY as u64, 0, 0]));
+    let zerocopy = entry(Call::Sendmsg, 2);
+    assert!(st.memo_applies(&zerocopy, &[3, 0x1000, MSG_ZEROCOPY as u64, 0, 0, 0]));
+    assert!(!st.memo_applies(&zerocopy, &[3, 0x1000, 0, 0, 0, 0]));
+    let errqueue = entry(Call::Recvmsg, 4);
+    assert!(st.memo_applies(&errqueue, &[3, 0x1000, MSG_ERRQUEUE as u64, 0, 0, 0]));
+    assert!(!st.memo_applies(&errqueue, &[3, 0x1000, 0, 0, 0, 0]));
+    // With a file mapping: a write from it is not replayed, one from
+    // elsewhere is; a writev or sendmsg is not replayed at all.
+    st.map_start = 0x10_0000;
+    st.map_len = 0x1_0000;
+    let write = entry(Call::Write, 0);
+    assert!(!st.memo_applies(&write, &[3, 0x10_0800, 4096, 0, 0, 0]));
+    assert!(st.memo_applies(&write, &[3, 0x1000, 4096, 0, 0, 0]));
+    assert!(!st.memo_applies(&entry(Call::Writev, 0), &[3, 0x1000, 1, 0, 0, 0]));
+    assert!(!st.memo_applies(&entry(Call::Sendmsg, 0), &[3, 0x1000, 0, 0, 0, 0]));
+    // Calls whose classification depends on more than one fd or on user
+    // memory are never remembered.
+    for call in [
+        Call::Sendfile,
+        Call::Splice,
+        Call::Mmap,
+        Call::IoUringEnter,
+        Call::Other,
+    ] {
+        assert_eq!(memo_checks(call), None, "{call:?}");
+    }
+}

@@ -106,7 +106,11 @@ pub struct ThreadState {
     /// sys_enter wrote `enter_ns`: a time from an earlier session, or
     /// from before sys_enter was attached, is not this call's.
     pub enter_session: u32,
-    pub _reserved2: u64,
+    /// The family of the syscall being classified, stored and read back
+    /// so that the verifier checks what follows once, not once per family
+    /// (see `syscalls::family`).
+    pub family: u32,
+    pub _reserved2: u32,
     // Fourth line: the memo. 384 bytes in all: six whole cache lines (the
     // thread table's values start page aligned).
     /// The thread's last classifications of single-fd reads and writes,
@@ -118,7 +122,10 @@ pub struct ThreadState {
     /// sys_exit. Indexed by [`deferred_slot`]; added to atomically (a
     /// softirq on this CPU may add while the thread's own hook does).
     pub deferred: [u64; DEFERRED_SLOTS],
-    pub _reserved3: [u64; 16 - DEFERRED_SLOTS],
+    /// Where the call being classified takes data from and puts it (fds,
+    /// `u64::MAX` for none) and its send/receive flags, stored and read
+    /// back for the verifier (see `syscalls::describe`).
+    pub scratch: [u64; 16 - DEFERRED_SLOTS],
 }
 
 /// Slots of [`ThreadState::deferred`].
@@ -154,6 +161,44 @@ pub const fn deferred_slot(idx: usize) -> Option<usize> {
     }
 }
 
+/// Bits of [`EnterMemo::flags`] above the thread-state flags: what else a
+/// call must satisfy for the entry to stand for it, so that a replay need
+/// not tell call families apart. The call's buffer (second argument) must
+/// lie outside the thread's file mapping (write, pwrite, sendto).
+pub const MEMO_BUF_OUTSIDE_MAPPING: u32 = 1 << 16;
+/// The thread must have no file mapping (writev, sendmsg: their first
+/// buffer would take a user-memory read to check).
+pub const MEMO_NO_MAPPING: u32 = 1 << 17;
+/// The call's flags are its third argument (recvmsg, sendmsg) or its
+/// fourth (recvfrom, sendto): their zerocopy and errqueue bits must be
+/// the entry's.
+pub const MEMO_MSG_FLAGS_ARG2: u32 = 1 << 18;
+pub const MEMO_MSG_FLAGS_ARG3: u32 = 1 << 19;
+/// The bits of [`EnterMemo::flags`] that are the thread-state flags.
+pub const MEMO_STATE_FLAGS: u32 = 0xffff;
+
+/// The zerocopy and errqueue bits (`ThreadState::flags` bits 1 and 2) of a
+/// send's or receive's flags argument.
+pub const fn msg_flag_bits(flags: u32) -> u32 {
+    ((flags & crate::MSG_ZEROCOPY != 0) as u32) << 1
+        | ((flags & crate::MSG_ERRQUEUE != 0) as u32) << 2
+}
+
+/// What a memo entry of `call` must check at replay (the `MEMO_*` bits),
+/// or None if its classification cannot be replayed.
+pub const fn memo_checks(call: Call) -> Option<u32> {
+    match call {
+        Call::Read | Call::Pread | Call::Readv => Some(0),
+        Call::Recvfrom => Some(MEMO_MSG_FLAGS_ARG3),
+        Call::Recvmsg => Some(MEMO_MSG_FLAGS_ARG2),
+        Call::Write | Call::Pwrite => Some(MEMO_BUF_OUTSIDE_MAPPING),
+        Call::Sendto => Some(MEMO_BUF_OUTSIDE_MAPPING | MEMO_MSG_FLAGS_ARG3),
+        Call::Writev => Some(MEMO_NO_MAPPING),
+        Call::Sendmsg => Some(MEMO_NO_MAPPING | MEMO_MSG_FLAGS_ARG2),
+        _ => None,
+    }
+}
+
 /// Entries in [`ThreadState::memo`].
 pub const MEMO_SIZE: usize = 2;
 
@@ -173,7 +218,8 @@ pub struct EnterMemo {
     /// Method before the call | call << 8 | method << 16 | method after
     /// the call << 24 (all below 256).
     pub methods: u32,
-    /// [`ThreadState::flags`] of the call (without per-call bits).
+    /// [`ThreadState::flags`] of the call (without per-call bits), and
+    /// above them the `MEMO_*` checks a call must pass to be replayed.
     pub flags: u32,
     pub derived: u32,
     pub row: u32,
@@ -264,10 +310,11 @@ impl ThreadState {
         call_fd: 0,
         deferred_any: 0,
         enter_session: 0,
+        family: 0,
         _reserved2: 0,
         memo: [EnterMemo::EMPTY; MEMO_SIZE],
         deferred: [0; DEFERRED_SLOTS],
-        _reserved3: [0; 16 - DEFERRED_SLOTS],
+        scratch: [0; 16 - DEFERRED_SLOTS],
         traced: 0,
         src: FdKind::Memory as u8,
         prev_current: Method::Other as u8,
@@ -369,6 +416,28 @@ impl ThreadState {
     /// was made after an earlier call had returned (see sys_exit).
     pub const fn in_flight_is(&self, nr: u32, fd: u32) -> bool {
         self.call != Call::None as u32 && self.call_nr == nr.wrapping_add(1) && self.call_fd == fd
+    }
+
+    /// Whether memo entry `m` stands for a call with arguments `a` (its
+    /// number, first argument and the fd epoch matched already): the
+    /// entry's own checks.
+    #[inline(always)]
+    pub fn memo_applies(&self, m: &EnterMemo, a: &[u64; 6]) -> bool {
+        let f = m.flags;
+        if f & MEMO_NO_MAPPING != 0 && self.map_len != 0 {
+            return false;
+        }
+        if f & MEMO_BUF_OUTSIDE_MAPPING != 0 && self.in_mapping(a[1]) {
+            return false;
+        }
+        let msg = if f & MEMO_MSG_FLAGS_ARG2 != 0 {
+            a[2] as u32
+        } else if f & MEMO_MSG_FLAGS_ARG3 != 0 {
+            a[3] as u32
+        } else {
+            0
+        };
+        f & 6 == msg_flag_bits(msg)
     }
 
     /// Whether `addr` lies in the thread's last shared file mapping.

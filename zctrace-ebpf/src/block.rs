@@ -137,7 +137,7 @@ fn key_now(ctx: &RawTracePointContext, task: Task) -> Option<CounterKey> {
 
 /// `block_rq_insert_classify`: classifies the call in flight of the thread
 /// queueing a request (see `key_now`), then back to `block_rq_insert`.
-pub fn try_insert_classify(ctx: &RawTracePointContext) -> Result<(), ()> {
+pub fn try_insert_classify<const SPLIT: bool>(ctx: &RawTracePointContext) -> Result<(), ()> {
     let task = current_traced().ok_or(())?;
     if task.st.is_null() {
         return Ok(());
@@ -146,7 +146,7 @@ pub fn try_insert_classify(ctx: &RawTracePointContext) -> Result<(), ()> {
     let st = unsafe { &mut *task.st };
     let regs = current_regs_ptr();
     if st.call == Call::None as u32 && in_syscall(regs) {
-        classify_in_flight(st, &task, regs);
+        classify_in_flight::<SPLIT>(st, &task, regs);
     }
     // SAFETY: as in `key_now`.
     unsafe { INSERT_CHAIN.tail_call(ctx, chain::BACK) };

@@ -46,7 +46,13 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 /// `syscalls::classify_in_flight`); never attached itself.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit_classify(ctx: BtfTracePointContext) -> i32 {
-    syscalls::try_exit_classify(&ctx).map_or(0, |()| 0)
+    syscalls::try_exit_classify::<false>(&ctx).map_or(0, |()| 0)
+}
+
+/// The same, in the form older verifiers check within their budget.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit_classify_split(ctx: BtfTracePointContext) -> i32 {
+    syscalls::try_exit_classify::<true>(&ctx).map_or(0, |()| 0)
 }
 
 #[btf_tracepoint(function = "sched_switch")]
@@ -103,7 +109,13 @@ pub fn block_rq_insert(ctx: RawTracePointContext) -> i32 {
 /// `block::key_now`); never attached itself.
 #[raw_tracepoint(tracepoint = "block_rq_insert")]
 pub fn block_rq_insert_classify(ctx: RawTracePointContext) -> i32 {
-    block::try_insert_classify(&ctx).map_or(0, |()| 0)
+    block::try_insert_classify::<false>(&ctx).map_or(0, |()| 0)
+}
+
+/// The same, in the form older verifiers check within their budget.
+#[raw_tracepoint(tracepoint = "block_rq_insert")]
+pub fn block_rq_insert_classify_split(ctx: RawTracePointContext) -> i32 {
+    block::try_insert_classify::<true>(&ctx).map_or(0, |()| 0)
 }
 
 #[raw_tracepoint(tracepoint = "block_rq_requeue")]

@@ -123,7 +123,7 @@ pub fn try_exit(_ctx: &RawTracePointContext) -> Result<(), ()> {
             let call = call_of(nr);
             // Neither call moves data: classified as `classify` does any
             // such call (method other, no flow), unless a hook did already.
-            let row = if st.in_flight_is(nr as u32, 0) {
+            let row = if st.in_flight_is(nr as u32, crate::syscalls::first_arg(regs)) {
                 st.row
             } else {
                 row_of(st, Method::Other as u32, call as u32, 0)

@@ -14,8 +14,9 @@ use aya_ebpf::{
 };
 use zctrace_common::{
     Call, CallInfo, EnterMemo, Event, FLAG_EXEC, FLAG_FROM_MAPPING, FLAG_MAPS_FILE, FLAG_TIMED,
-    FdKind, MSG_ERRQUEUE, MSG_ZEROCOPY, Method, NO_COUNTER, NO_ROW, SendClass, ThreadState, chain,
-    classify, counter, derived_counter, event_kind, ledger, stat,
+    FdKind, MEMO_NO_MAPPING, MEMO_STATE_FLAGS, MSG_ERRQUEUE, MSG_ZEROCOPY, Method, NO_COUNTER,
+    NO_ROW, SendClass, ThreadState, chain, classify, counter, derived_counter, event_kind, ledger,
+    memo_checks, stat,
 };
 
 use crate::{
@@ -52,20 +53,14 @@ pub fn try_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
 /// has one (a loop of reads or writes of one fd). True: classified.
 #[inline(always)]
 pub fn replay_in_flight(st: &mut ThreadState, task: &Task, regs: *const PtRegs) -> bool {
-    let nr = syscall_nr(regs) as u64;
-    let call = call_of(nr);
-    st.call_nr = (nr as u32).wrapping_add(1);
-    if !call.is_io() {
-        st.call_fd = 0;
-        return false;
-    }
+    let nr = syscall_nr(regs) as u32;
+    st.call_nr = nr.wrapping_add(1);
     let Some(a) = syscall_args(regs) else {
         st.call_fd = 0;
         return false;
     };
     st.call_fd = a[0] as u32;
-    let per_call = if is_exec(nr) { FLAG_EXEC } else { 0 };
-    replay(st, call, &a, nr as u32, epoch(task), per_call)
+    replay(st, &a, nr, epoch(task))
 }
 
 /// Classifies the call in flight of the thread whose saved registers are
@@ -74,13 +69,26 @@ pub fn replay_in_flight(st: &mut ThreadState, task: &Task, regs: *const PtRegs) 
 /// call. A program of its own (`sys_exit_classify`, and one for the block
 /// hook), reached by a tail call: verified apart from the counting, as the
 /// two together exceed 6.1's million-instruction verifier budget.
+///
+/// Two forms of the same code (`SPLIT`): newer verifiers check it fastest
+/// with every value that fans out into one path per call family or fd
+/// kind stored and read back from the thread's state (one path with
+/// unknown values); 6.1's verifier, which prunes less, needs the paths
+/// split per family (it runs out of its million instructions on the other
+/// form). The loader picks by kernel version and falls back to the other.
 #[inline(always)]
-pub fn classify_in_flight(st: &mut ThreadState, task: &Task, regs: *const PtRegs) {
-    if replay_in_flight(st, task, regs) {
+pub fn classify_in_flight<const SPLIT: bool>(
+    st: &mut ThreadState,
+    task: &Task,
+    regs: *const PtRegs,
+) {
+    if SPLIT && replay_in_flight(st, task, regs) {
         return;
     }
     let nr = syscall_nr(regs) as u64;
-    let call = call_of(nr);
+    st.call_nr = (nr as u32).wrapping_add(1);
+    st.call_fd = first_arg(regs);
+    let call = if SPLIT { call_of(nr) } else { family(st, nr) };
     let per_call = if is_exec(nr) { FLAG_EXEC } else { 0 };
     let (args, epoch) = if call.is_io() {
         (syscall_args(regs), epoch(task))
@@ -88,7 +96,7 @@ pub fn classify_in_flight(st: &mut ThreadState, task: &Task, regs: *const PtRegs
         (None, 0)
     };
     let (info, args) = match args {
-        Some(a) => (describe(call, &a, st, epoch), a),
+        Some(a) => (describe::<SPLIT>(call, &a, st, epoch), a),
         None => (CallInfo::new(call), [0; 6]),
     };
     // The description, stored and read back: what follows depends on the
@@ -161,27 +169,27 @@ pub fn classify_in_flight(st: &mut ThreadState, task: &Task, regs: *const PtRegs
     st.row = row_of(st, method, call_v, flow);
     // Remember it when it may be replayed (see `replay`).
     let flags = flags_v & !(FLAG_TIMED | FLAG_EXEC);
-    let memo = match Call::from_u32(call_v) {
-        Some(
-            Call::Read
-            | Call::Pread
-            | Call::Readv
-            | Call::Recvfrom
-            | Call::Recvmsg
-            | Call::Write
-            | Call::Pwrite
-            | Call::Sendto,
-        ) => flags & FLAG_FROM_MAPPING == 0,
-        Some(Call::Writev | Call::Sendmsg) => st.map_len == 0,
-        _ => false,
+    // A call made from the thread's file mapping is not (its buffer is
+    // checked at each replay, and such a call would not pass).
+    const NOT_REMEMBERED: u64 = u64::MAX;
+    let checks = match Call::from_u32(call_v).and_then(memo_checks) {
+        Some(c)
+            if flags & FLAG_FROM_MAPPING == 0 && (c & MEMO_NO_MAPPING == 0 || st.map_len == 0) =>
+        {
+            u64::from(c)
+        }
+        _ => NOT_REMEMBERED,
     };
-    if memo && st.row != NO_ROW {
+    // Read back, as above: one path through the store, not one per family.
+    let checks = launder::<SPLIT>(&mut st.scratch[0], checks);
+    if checks != NOT_REMEMBERED && st.row != NO_ROW {
+        let checks = checks as u32;
         st.memo_store(EnterMemo {
             nr: (nr as u32).wrapping_add(1),
             fd: args[0] as u32,
             epoch,
             methods: EnterMemo::methods(before, call_v, method, next),
-            flags,
+            flags: flags | checks,
             derived: derived_v,
             row: st.row,
             kinds: in_v | out_v << 8 | u32::from(before_src) << 16 | u32::from(next_src) << 24,
@@ -197,7 +205,7 @@ pub fn classify_in_flight(st: &mut ThreadState, task: &Task, regs: *const PtRegs
 #[inline(always)]
 pub fn uring_enter_in_flight(st: &mut ThreadState, regs: *const PtRegs) {
     st.call_nr = (syscall_nr(regs) as u32).wrapping_add(1);
-    st.call_fd = syscall_args(regs).map_or(0, |a| a[0] as u32);
+    st.call_fd = first_arg(regs);
     st.prev_current = st.current as u8;
     st.prev_src = st.src;
     st.current = Method::IoUring as u32;
@@ -211,26 +219,17 @@ pub fn uring_enter_in_flight(st: &mut ThreadState, regs: *const PtRegs) {
 }
 
 /// Replays the thread's memo of this call, when it holds one made under
-/// the same conditions (see `EnterMemo`): a read of the same fd, or a
-/// write of the same fd from a buffer outside the thread's file mapping
-/// (a writev's first buffer would take a user-memory read to check: only
-/// without a mapping), at the same fd epoch, from the same method.
+/// the same conditions (see `EnterMemo`): the same syscall on the same fd
+/// at the same fd epoch, from the same method, passing the entry's own
+/// checks (`ThreadState::memo_applies`). Nothing here tells call families
+/// apart: only calls whose classification can be replayed are remembered,
+/// each with what it must check.
 #[inline(always)]
-fn replay(
-    st: &mut ThreadState,
-    call: Call,
-    a: &[u64; 6],
-    nr: u32,
-    epoch: u32,
-    per_call: u32,
-) -> bool {
-    if !replayable(st, call, a) {
-        return false;
-    }
+fn replay(st: &mut ThreadState, a: &[u64; 6], nr: u32, epoch: u32) -> bool {
     let Some(m) = st.memo_find(nr, a[0] as u32, epoch) else {
         return false;
     };
-    if m.flags & 6 != msg_bits(call, a) {
+    if !st.memo_applies(m, a) {
         return false;
     }
     let (methods, flags, derived, row, kinds) = (m.methods, m.flags, m.derived, m.row, m.kinds);
@@ -244,7 +243,7 @@ fn replay(
     st.prev_src = st.src;
     st.current = m.next();
     st.src = (kinds >> 24) as u8;
-    st.flags = flags | per_call;
+    st.flags = flags & MEMO_STATE_FLAGS;
     st.derived = derived;
     st.row = row;
     st.in_kind = kinds & 0xff;
@@ -252,31 +251,22 @@ fn replay(
     true
 }
 
-/// Whether a memo entry may stand for this call (see `replay`): a read or
-/// receive; a write or send whose buffer is not in the thread's file
-/// mapping (checked for the calls that pass the buffer itself; a writev's
-/// or sendmsg's would take a user-memory read: only without a mapping).
+/// The call's first argument (its fd, for the calls zctrace classifies by
+/// fd), as `ThreadState::in_flight_is` compares it.
 #[inline(always)]
-fn replayable(st: &ThreadState, call: Call, a: &[u64; 6]) -> bool {
-    match call {
-        Call::Read | Call::Pread | Call::Readv | Call::Recvfrom | Call::Recvmsg => true,
-        Call::Write | Call::Pwrite | Call::Sendto => st.map_len == 0 || !st.in_mapping(a[1]),
-        Call::Writev | Call::Sendmsg => st.map_len == 0,
-        _ => false,
-    }
+pub fn first_arg(regs: *const PtRegs) -> u32 {
+    syscall_args(regs).map_or(0, |a| a[0] as u32)
 }
 
-/// The flag bits (`ThreadState::flags`: zerocopy 2, errqueue 4) a send or
-/// receive's flags argument gives its classification: a memo entry stands
-/// for a call only with the same.
+/// The family of syscall `nr`, through the thread's state: `call_of` is a
+/// chain of compares, each ending in a constant the verifier would follow
+/// separately through everything after it; read back from the map value
+/// it is one number the verifier knows nothing about.
 #[inline(always)]
-fn msg_bits(call: Call, a: &[u64; 6]) -> u32 {
-    let flags = match call {
-        Call::Recvfrom | Call::Sendto => a[3] as u32,
-        Call::Recvmsg | Call::Sendmsg => a[2] as u32,
-        _ => 0,
-    };
-    u32::from(flags & MSG_ZEROCOPY != 0) << 1 | u32::from(flags & MSG_ERRQUEUE != 0) << 2
+fn family(st: &mut ThreadState, nr: u64) -> Call {
+    st.family = call_of(nr) as u32;
+    // SAFETY: a plain load of this thread's own state.
+    Call::from_u32(unsafe { core::ptr::read_volatile(&st.family) }).unwrap_or(Call::Other)
 }
 
 /// The row the thread's memo gives the call in flight, if it has one for
@@ -284,14 +274,10 @@ fn msg_bits(call: Call, a: &[u64; 6]) -> u32 {
 /// a hook inside the call charges at once instead of deferring it.
 #[inline(always)]
 pub fn memo_row(st: &ThreadState, task: &Task, regs: *const PtRegs) -> Option<u32> {
-    let nr = syscall_nr(regs) as u64;
-    let call = call_of(nr);
+    let nr = syscall_nr(regs) as u32;
     let a = syscall_args(regs)?;
-    if !replayable(st, call, &a) {
-        return None;
-    }
-    st.memo_find(nr as u32, a[0] as u32, epoch(task))
-        .filter(|m| m.flags & 6 == msg_bits(call, &a))
+    st.memo_find(nr, a[0] as u32, epoch(task))
+        .filter(|m| st.memo_applies(m, &a))
         .map(|m| m.row)
 }
 
@@ -350,12 +336,7 @@ pub fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
         st.call = Call::None as u32;
         return Ok(());
     }
-    let fd = if call_of(nr).is_io() {
-        syscall_args(regs).map_or(0, |a| a[0] as u32)
-    } else {
-        0
-    };
-    if !st.in_flight_is(nr as u32, fd) {
+    if !st.in_flight_is(nr as u32, first_arg(regs)) {
         if st.call != Call::None as u32 {
             // Classified by a hook that ran after an earlier call had
             // returned: undo what it did to the thread's method.
@@ -395,9 +376,9 @@ pub fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
 
 /// `sys_exit_classify`: sys_exit's classification (see
 /// `classify_in_flight`), then back to sys_exit to count the call.
-pub fn try_exit_classify(ctx: &BtfTracePointContext) -> Result<(), ()> {
+pub fn try_exit_classify<const SPLIT: bool>(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let (task, st, regs) = exiting_thread(ctx).ok_or(())?;
-    classify_in_flight(st, &task, regs);
+    classify_in_flight::<SPLIT>(st, &task, regs);
     // SAFETY: as in `try_exit`.
     unsafe { EXIT_CHAIN.tail_call(ctx, chain::BACK) };
     // The way back failed: count the call here, plainly.
@@ -558,6 +539,36 @@ fn after_exec_or_mmap(st: &mut ThreadState, ret: i64) {
     }
 }
 
+/// `v`, stored in `slot` of the thread's state and read back (unless
+/// `SPLIT`: see `classify_in_flight`): the verifier then knows nothing of
+/// it, and the paths that computed it meet.
+#[inline(always)]
+fn launder<const SPLIT: bool>(slot: &mut u64, v: u64) -> u64 {
+    if SPLIT {
+        return v;
+    }
+    *slot = v;
+    // SAFETY: a plain load of this thread's own state.
+    unsafe { core::ptr::read_volatile(slot) }
+}
+
+/// An fd's kind and flags: `cached_fd_info` inline in the split form, else
+/// out of line (checked once per caller state, not once per fd and call
+/// family).
+#[inline(always)]
+fn fd_kind<const SPLIT: bool>(st: &mut ThreadState, fd: u64, epoch: u32) -> (FdKind, u32) {
+    if SPLIT {
+        cached_fd_info(st, fd, epoch)
+    } else {
+        cached_fd_info_outlined(st, fd, epoch)
+    }
+}
+
+#[inline(never)]
+fn cached_fd_info_outlined(st: &mut ThreadState, fd: u64, epoch: u32) -> (FdKind, u32) {
+    cached_fd_info(st, fd, epoch)
+}
+
 /// `fd_info` through the thread's two-entry cache (see ThreadState).
 #[inline(always)]
 fn cached_fd_info(st: &mut ThreadState, fd: u64, epoch: u32) -> (FdKind, u32) {
@@ -595,32 +606,52 @@ fn bpf_ktime_get_ns_safe() -> u64 {
 /// Reads the arguments that matter for `call`: its fds' kinds and flags,
 /// and whether written data comes from the thread's file mapping.
 #[inline(always)]
-fn describe(call: Call, a: &[u64; 6], st: &mut ThreadState, epoch: u32) -> CallInfo {
+fn describe<const SPLIT: bool>(
+    call: Call,
+    a: &[u64; 6],
+    st: &mut ThreadState,
+    epoch: u32,
+) -> CallInfo {
     let mut info = CallInfo::new(call);
     let o_direct = layout!(o_direct);
     // (fd data comes from, fd data goes to, send/recv flags)
+    const NONE: u64 = u64::MAX;
     let (fd_in, fd_out, msg_flags) = match call {
-        Call::Read | Call::Pread | Call::Readv => (Some(a[0]), None, 0),
-        Call::Recvfrom => (Some(a[0]), None, a[3] as u32),
-        Call::Recvmsg => (Some(a[0]), None, a[2] as u32),
-        Call::Write | Call::Pwrite | Call::Writev | Call::Vmsplice => (None, Some(a[0]), 0),
-        Call::Sendto => (None, Some(a[0]), a[3] as u32),
-        Call::Sendmsg => (None, Some(a[0]), a[2] as u32),
-        Call::Sendfile => (Some(a[1]), Some(a[0]), 0),
-        Call::Splice | Call::CopyFileRange => (Some(a[0]), Some(a[2]), 0),
-        Call::Tee => (Some(a[0]), Some(a[1]), 0),
-        Call::Mmap => (Some(a[4]), None, 0),
-        _ => (None, None, 0),
+        Call::Read | Call::Pread | Call::Readv => (a[0], NONE, 0),
+        Call::Recvfrom => (a[0], NONE, a[3]),
+        Call::Recvmsg => (a[0], NONE, a[2]),
+        Call::Write | Call::Pwrite | Call::Writev | Call::Vmsplice => (NONE, a[0], 0),
+        Call::Sendto => (NONE, a[0], a[3]),
+        Call::Sendmsg => (NONE, a[0], a[2]),
+        Call::Sendfile => (a[1], a[0], 0),
+        Call::Splice | Call::CopyFileRange => (a[0], a[2], 0),
+        Call::Tee => (a[0], a[1], 0),
+        Call::Mmap => (a[4], NONE, 0),
+        _ => (NONE, NONE, 0),
     };
+    // Stored and read back: the fd lookups below are then checked once,
+    // not once per call family.
+    let fd_in = launder::<SPLIT>(&mut st.scratch[0], fd_in);
+    let fd_out = launder::<SPLIT>(&mut st.scratch[1], fd_out);
+    let msg_flags = launder::<SPLIT>(&mut st.scratch[2], msg_flags) as u32;
+    let fd_in = (fd_in != NONE).then_some(fd_in);
+    let fd_out = (fd_out != NONE).then_some(fd_out);
+    // Each fd's kind and flags are read back from the thread's state too:
+    // a kind is a constant on each path out of the lookup, and the two
+    // lookups' paths would multiply.
     if let Some(fd) = fd_in {
-        let (kind, flags) = cached_fd_info(st, fd, epoch);
-        info.in_kind = kind;
-        info.direct |= matches!(kind, FdKind::File) && flags & o_direct != 0;
+        let (kind, flags) = fd_kind::<SPLIT>(st, fd, epoch);
+        let kind = launder::<SPLIT>(&mut st.scratch[0], u64::from(kind as u32)) as u32;
+        let flags = launder::<SPLIT>(&mut st.scratch[1], u64::from(flags)) as u32;
+        info.in_kind = FdKind::from_u32(kind);
+        info.direct |= kind == FdKind::File as u32 && flags & o_direct != 0;
     }
     if let Some(fd) = fd_out {
-        let (kind, flags) = cached_fd_info(st, fd, epoch);
-        info.out_kind = kind;
-        info.direct |= matches!(kind, FdKind::File) && flags & o_direct != 0;
+        let (kind, flags) = fd_kind::<SPLIT>(st, fd, epoch);
+        let kind = launder::<SPLIT>(&mut st.scratch[0], u64::from(kind as u32)) as u32;
+        let flags = launder::<SPLIT>(&mut st.scratch[1], u64::from(flags)) as u32;
+        info.out_kind = FdKind::from_u32(kind);
+        info.direct |= kind == FdKind::File as u32 && flags & o_direct != 0;
     }
     info.zerocopy = msg_flags & MSG_ZEROCOPY != 0;
     info.errqueue = msg_flags & MSG_ERRQUEUE != 0;

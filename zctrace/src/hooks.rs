@@ -64,7 +64,26 @@ pub struct Spec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Chain {
     pub program: &'static str,
+    /// The same classifier in the form older verifiers (6.1's) check
+    /// within their budget, slower to check on newer ones.
+    pub split: &'static str,
     pub map: &'static str,
+}
+
+impl Chain {
+    /// The classifier to load first, then the other if the kernel refuses
+    /// it: the split form before Linux 6.12.
+    pub fn order(self, release: &str) -> [&'static str; 2] {
+        let mut v = release
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse::<u32>().ok());
+        let version = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+        if version < (6, 12) {
+            [self.split, self.program]
+        } else {
+            [self.program, self.split]
+        }
+    }
 }
 
 /// Every hook, in the order they are attached and listed.
@@ -197,6 +216,7 @@ impl Hook {
             Hook::SysExit => Spec {
                 chain: Some(Chain {
                     program: "sys_exit_classify",
+                    split: "sys_exit_classify_split",
                     map: "EXIT_CHAIN",
                 }),
                 ..tracepoint(
@@ -266,6 +286,7 @@ impl Hook {
             Hook::BlockRqInsert => Spec {
                 chain: Some(Chain {
                     program: "block_rq_insert_classify",
+                    split: "block_rq_insert_classify_split",
                     map: "INSERT_CHAIN",
                 }),
                 ..tracepoint(
@@ -401,7 +422,7 @@ impl Hook {
         };
         std::iter::once(s.program)
             .chain(pair.into_iter().flatten())
-            .chain(s.chain.map(|c| c.program))
+            .chain(s.chain.into_iter().flat_map(|c| [c.program, c.split]))
             .chain(s.floor)
     }
 
@@ -470,5 +491,24 @@ mod tests {
         );
         assert_eq!(by_target("filemap_read"), Some(Hook::SiteFilemapRead));
         assert_eq!(by_target("nope"), None);
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::Hook;
+
+    #[test]
+    fn the_split_classifier_comes_first_before_6_12() {
+        let c = Hook::SysExit
+            .spec()
+            .chain
+            .expect("sys_exit has a classifier");
+        assert_eq!(c.order("6.1.0-57-amd64"), [c.split, c.program]);
+        assert_eq!(c.order("5.15.0"), [c.split, c.program]);
+        assert_eq!(c.order("6.12.118+deb12-amd64"), [c.program, c.split]);
+        assert_eq!(c.order("6.18.44"), [c.program, c.split]);
+        assert_eq!(c.order("7.0"), [c.program, c.split]);
+        assert_ne!(c.program, c.split);
     }
 }

@@ -112,6 +112,14 @@ fn no_btf() -> AttachError {
 }
 
 /// Where the kernel publishes the kprobe PMU's type (absent: no kprobes).
+/// The running kernel's release (`uname -r`), read once.
+fn kernel_release() -> String {
+    static RELEASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RELEASE
+        .get_or_init(crate::preflight::kernel_release)
+        .clone()
+}
+
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
 
 /// Programs loaded ahead of their attach by [`preload`], by name, with how
@@ -139,7 +147,8 @@ pub fn preload(ebpf: &mut Ebpf, hooks: &[Hook], btf: Option<&aya::Btf>) -> Prelo
         .filter(|h| !(skip_fexit && matches!(h.spec().kind, Kind::CopySite { .. })))
         .flat_map(|&h| {
             let spec = h.spec();
-            std::iter::once((spec.program, h)).chain(spec.chain.map(|c| (c.program, h)))
+            let first = spec.chain.map(|c| (c.order(&kernel_release())[0], h));
+            std::iter::once((spec.program, h)).chain(first)
         })
         .collect();
     let jobs: Vec<(&'static str, Hook, &mut Program)> = ebpf
@@ -261,19 +270,32 @@ fn link_chain(
         message: format!("its classifier {}: {}", chain.program, e.message),
         errno: e.errno,
     };
-    let loaded = preloaded.remove(chain.program);
-    let classifier = program(ebpf, chain.program)?;
-    match (loaded, spec.kind) {
-        (Some(r), _) => r.map_err(why)?,
-        (None, Kind::RawTracepoint) => <&mut RawTracePoint>::try_from(classifier)
-            .map_err(AttachError::from)?
-            .load()
-            .map_err(|e| why(e.into()))?,
-        (None, _) => <&mut BtfTracePoint>::try_from(classifier)
-            .map_err(AttachError::from)?
-            .load(spec.target, btf.ok_or_else(no_btf)?)
-            .map_err(|e| why(e.into()))?,
-    }
+    // The form for this kernel's verifier, else the other one.
+    let [first, second] = chain.order(&kernel_release());
+    let mut load = |name: &'static str| -> Result<(), AttachError> {
+        if let Some(r) = preloaded.remove(name) {
+            return r;
+        }
+        let classifier = program(ebpf, name)?;
+        match spec.kind {
+            Kind::RawTracepoint => <&mut RawTracePoint>::try_from(classifier)?.load()?,
+            _ => <&mut BtfTracePoint>::try_from(classifier)?
+                .load(spec.target, btf.ok_or_else(no_btf)?)?,
+        }
+        Ok(())
+    };
+    let used = match load(first) {
+        Ok(()) => first,
+        Err(e) => match load(second) {
+            Ok(()) => second,
+            Err(e2) => {
+                return Err(why(AttachError {
+                    message: format!("{}; {second}: {}", e.message, e2.message),
+                    errno: e.errno,
+                }));
+            }
+        },
+    };
     let fd = |ebpf: &Ebpf, name: &str| -> Result<aya::programs::ProgramFd, AttachError> {
         let p = ebpf
             .program(name)
@@ -282,7 +304,7 @@ fn link_chain(
         fd.try_clone()
             .map_err(|e| AttachError::new(format!("duplicating {name}'s fd: {e}")))
     };
-    let (classify, back) = (fd(ebpf, chain.program)?, fd(ebpf, spec.program)?);
+    let (classify, back) = (fd(ebpf, used)?, fd(ebpf, spec.program)?);
     let map = ebpf
         .map_mut(chain.map)
         .ok_or_else(|| AttachError::new(format!("map {} not in the object", chain.map)))?;
