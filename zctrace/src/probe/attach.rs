@@ -159,8 +159,20 @@ pub fn preload(ebpf: &mut Ebpf, hooks: &[Hook], btf: Option<&aya::Btf>) -> Prelo
         .map_or(1, std::num::NonZero::get)
         .min(jobs.len().max(1));
     let mut jobs = jobs;
-    // The syscall programs (the largest) first.
-    jobs.sort_by_key(|(_, h, _)| !matches!(h, Hook::SysEnter | Hook::SysExit));
+    // The largest first, so that no thread is left verifying a big one
+    // while the others are done: the classifiers, then the syscall
+    // programs, then the rest.
+    jobs.sort_by_key(|(name, h, _)| {
+        let classifier = h
+            .spec()
+            .chain
+            .is_some_and(|c| [c.program, c.split].contains(name));
+        match (classifier, h) {
+            (true, _) => 0,
+            (false, Hook::SysEnter | Hook::SysExit) => 1,
+            _ => 2,
+        }
+    });
     let queue = Mutex::new(jobs.into_iter());
     let load = |hook: Hook, p: &mut Program| -> Result<(), AttachError> {
         let spec = hook.spec();
