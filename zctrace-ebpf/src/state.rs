@@ -14,8 +14,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{
-            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_task_pt_regs,
-            bpf_task_storage_delete, bpf_task_storage_get,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_get_smp_processor_id,
+            bpf_task_pt_regs, bpf_task_storage_delete, bpf_task_storage_get,
         },
     },
     macros::{btf_map, map},
@@ -93,12 +93,19 @@ pub static THREADS: TaskStorage<ThreadState> = TaskStorage::new();
 #[map]
 pub static EPOCHS: Array<u32> = Array::with_max_entries(EPOCH_SLOTS, 0);
 
-/// Exact counters, per CPU: one row per (tgid, tid, method, call, flow), found
-/// through ROW_INDEX. An array, so the hot path indexes it (threads cache
-/// their rows' indices) instead of hashing a key on every syscall. Userspace
-/// sizes it (and the two maps below) before load.
+/// Exact counters, one copy per CPU: one row per (tgid, tid, method, call,
+/// flow), found through ROW_INDEX. An array, so the hot path indexes it
+/// (threads cache their rows' indices) instead of hashing a key on every
+/// syscall. CPU-major: CPU c's copy of row i is element
+/// `c * ROW_CAPACITY + i`, so each CPU writes only its own stretch of
+/// memory (no cache line is shared between two CPUs' writes). A plain
+/// array rather than a per-CPU one so that userspace can map it and read
+/// the rows in use with no system call (`BPF_F_MMAPABLE`), and so that
+/// creating it is one allocation, not one per row. Userspace sizes it
+/// (ROW_CAPACITY rows for each possible CPU number, and the three maps
+/// below ROW_CAPACITY) before load.
 #[map]
-pub static ROWS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_COUNTER_ROWS, 0);
+pub static ROWS: Array<Counters> = Array::with_max_entries(MAX_COUNTER_ROWS, BPF_F_MMAPABLE);
 
 /// Which row belongs to which (tgid, tid, method, call, flow); userspace reads
 /// it to label the rows and removes entries to recycle them.
@@ -122,7 +129,7 @@ pub static FREE_ROWS: Queue<u32> = Queue::with_max_entries(MAX_COUNTER_ROWS, 0);
 #[map]
 pub static ROW_ALLOC: Array<u64> = Array::with_max_entries(2, 0);
 
-/// How many rows ROWS has (userspace sets it with the maps' size).
+/// How many rows ROWS has per CPU (userspace sets it with the maps' size).
 #[unsafe(no_mangle)]
 static ROW_CAPACITY: u32 = MAX_COUNTER_ROWS;
 
@@ -661,7 +668,22 @@ pub fn row_of(st: &mut ThreadState, method: u32, call: u32, flow: u32) -> u32 {
 /// This CPU's copy of row `idx` (None for NO_ROW).
 #[inline(always)]
 pub fn row_ptr(idx: u32) -> Option<*mut Counters> {
-    ROWS.get_ptr_mut(idx)
+    // SAFETY: a plain static the loader sets.
+    let capacity = unsafe { core::ptr::read_volatile(&ROW_CAPACITY) };
+    // SAFETY: a helper with no arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    // An index past the capacity (NO_ROW) would land in the next CPU's
+    // copies: it is made all ones, past the array's end, so the lookup
+    // turns it down. Without a branch: a branch here, at every call site,
+    // costs the verifier more states than the rest of the lookup. (A CPU
+    // number past the copies cannot happen: userspace makes one for every
+    // possible CPU number, and the array's bounds check would turn it
+    // down.)
+    let over = (u64::from(capacity)
+        .wrapping_sub(1)
+        .wrapping_sub(u64::from(idx))
+        >> 63) as u32;
+    ROWS.get_ptr_mut(cpu.wrapping_mul(capacity).wrapping_add(idx) | over.wrapping_neg())
 }
 
 /// Adds to one counter of a row, non-atomically. Each CPU has its own copy

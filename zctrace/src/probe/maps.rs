@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, Queue, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, Queue, RingBuf};
 use zctrace_common::{CounterKey, Counters, OVERFLOW_ROW, RowKey, config, ledger, stat};
 
 use super::{ProbeError, Probes, Stats, attach, batch};
@@ -98,11 +98,12 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
-    /// Reads every counter row, summing the per-CPU values: the index and
-    /// the rows each in a few batched system calls (see `batch.rs`), or,
+    /// Reads every counter row, summing the CPUs' copies: the rows' keys
+    /// in a few batched system calls when new rows have keys (see
+    /// `row_keys`), the rows themselves from the mapped row map, or,
     /// where the kernel refuses batches, row by row.
     pub fn snapshot(&self) -> Result<Snapshot, ProbeError> {
-        match self.snapshot_batched() {
+        match self.snapshot_mapped() {
             Err(ProbeError::Batch(e))
                 if matches!(
                     e.raw_os_error(),
@@ -115,44 +116,24 @@ impl Probes {
         }
     }
 
-    fn snapshot_batched(&self) -> Result<Snapshot, ProbeError> {
+    fn snapshot_mapped(&self) -> Result<Snapshot, ProbeError> {
         use std::os::fd::{AsFd as _, AsRawFd as _};
         let fd = |name: &'static str| -> Result<i32, ProbeError> {
             match self.map(name)? {
-                aya::maps::Map::HashMap(d)
-                | aya::maps::Map::PerCpuArray(d)
-                | aya::maps::Map::Array(d) => Ok(d.fd().as_fd().as_raw_fd()),
+                aya::maps::Map::HashMap(d) | aya::maps::Map::Array(d) => {
+                    Ok(d.fd().as_fd().as_raw_fd())
+                }
                 _ => Err(ProbeError::MissingMap(name)),
             }
         };
+        let mapped = self.rows.as_ref().ok_or(ProbeError::MissingMap("ROWS"))?;
         let index = self.row_keys(&fd)?;
-        let index = &index.rows;
-        // Rows are handed out from the bottom of the array: reading up to
-        // the highest in use covers them all.
-        let top = index
+        let rows = index
+            .rows
             .iter()
-            .rposition(|(_, k)| k.is_some())
-            .map_or(0, |i| i + 1);
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
-        let row = std::mem::size_of::<Counters>();
-        let per_row = row.next_multiple_of(8) * cpus;
-        let (_, values) =
-            batch::lookup_all(fd("ROWS")?, 4, per_row, top.min(self.capacity as usize))
-                .map_err(ProbeError::Batch)?;
-        let mut rows = BTreeMap::new();
-        for (i, (_, key)) in index.iter().enumerate() {
-            let Some(key) = *key else { continue };
-            let Some(slot) = values.get(i * per_row..(i + 1) * per_row) else {
-                continue;
-            };
-            let mut sum = Counters::ZERO;
-            for cpu in slot.chunks_exact(row.next_multiple_of(8)) {
-                // SAFETY: Counters is plain u64s, and `cpu` holds one.
-                let c = unsafe { std::ptr::read_unaligned(cpu.as_ptr().cast::<Counters>()) };
-                sum.add(&c);
-            }
-            rows.insert(key, sum);
-        }
+            .enumerate()
+            .filter_map(|(i, (_, key))| Some(((*key)?, mapped.sum(i))))
+            .collect();
         Ok(Snapshot { rows })
     }
 
@@ -207,17 +188,18 @@ impl Probes {
     #[doc(hidden)]
     pub fn snapshot_per_row(&self) -> Result<Snapshot, ProbeError> {
         let index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map("ROW_INDEX")?)?;
-        let values: PerCpuArray<_, Counters> = PerCpuArray::try_from(self.map("ROWS")?)?;
+        let values: Array<_, Counters> = Array::try_from(self.map("ROWS")?)?;
+        let cpus = self.rows.as_ref().map_or(0, |r| r.cpus()) as u32;
         let mut rows = BTreeMap::new();
-        for item in index.iter() {
+        'rows: for item in index.iter() {
             // A row recycled between listing and reading is simply skipped.
             let Ok((key, idx)) = item else { continue };
-            let Ok(per_cpu) = values.get(&idx, 0) else {
-                continue;
-            };
             let mut sum = Counters::ZERO;
-            for c in per_cpu.iter() {
-                sum.add(c);
+            for cpu in 0..cpus {
+                let Ok(c) = values.get(&(cpu * self.capacity + idx), 0) else {
+                    continue 'rows;
+                };
+                sum.add(&c);
             }
             rows.insert(key, sum);
         }
@@ -265,24 +247,14 @@ impl Probes {
                 freed.push(*idx);
             }
         }
-        let mut values: PerCpuArray<_, Counters> = PerCpuArray::try_from(self.map_mut("ROWS")?)?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
-        let mut gone = Vec::with_capacity(freed.len());
-        for (k, idx) in &doomed {
-            if freed.contains(idx)
-                && let Ok(per_cpu) = values.get(idx, 0)
-            {
-                let mut sum = Counters::ZERO;
-                for c in per_cpu.iter() {
-                    sum.add(c);
-                }
-                gone.push((*k, sum));
-            }
-        }
+        let mapped = self.rows.as_ref().ok_or(ProbeError::MissingMap("ROWS"))?;
+        let gone: Vec<(CounterKey, Counters)> = doomed
+            .iter()
+            .filter(|(_, idx)| freed.contains(idx))
+            .map(|(k, idx)| (*k, mapped.sum(*idx as usize)))
+            .collect();
         for idx in &freed {
-            let zeros =
-                PerCpuValues::try_from(vec![Counters::ZERO; cpus]).map_err(ProbeError::Cpus)?;
-            values.set(*idx, zeros, 0)?;
+            mapped.zero(*idx as usize);
         }
         // The sampler's cache learns the rows are free, at the key each
         // holds now (a new key, given when the kernel reuses the row, is a

@@ -10,6 +10,7 @@ mod batch;
 pub mod btf;
 mod maps;
 pub mod memory;
+mod rows;
 
 use self::maps::reserve_overflow_row;
 
@@ -33,9 +34,9 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// How many counter rows to make: MAX_COUNTER_ROWS, or fewer where that
 /// many per-CPU rows would take more than 64 MiB (many CPUs).
-fn row_capacity() -> u32 {
+fn row_capacity(cpus: usize) -> u32 {
     const BUDGET: usize = 64 << 20;
-    let cpus = aya::util::nr_cpus().unwrap_or(1).max(1);
+    let cpus = cpus.max(1);
     let fit = BUDGET / (std::mem::size_of::<Counters>() * cpus);
     (fit as u32).clamp(1024, MAX_COUNTER_ROWS)
 }
@@ -100,6 +101,10 @@ pub enum ProbeError {
     Batch(std::io::Error),
     #[error("--max-rows {0}: at least {MIN_ROWS} rows are needed")]
     TooFewRows(u32),
+    #[error("--max-rows {0}: a copy of every row for each of {1} CPUs would not fit in one map")]
+    TooManyRows(u32, usize),
+    #[error("cannot map the counter rows into memory: {0}")]
+    MapRows(std::io::Error),
     #[error("hook {} could not be attached or detached: {reason}", hook.target())]
     Attach { hook: Hook, reason: AttachError },
 }
@@ -169,8 +174,10 @@ pub struct Probes {
     /// What the rows recycled so far had counted of each ledger counter
     /// (the ledger checks that seen = charged + released + unattributed).
     released: [u64; zctrace_common::counter::COUNT],
-    /// Rows in the row map.
+    /// Rows in the row map (per CPU).
     capacity: u32,
+    /// The row map, mapped (none for the bench's floor, which has no rows).
+    rows: Option<rows::MappedRows>,
     /// The rows' keys as last read (see `snapshot`).
     key_cache: std::cell::RefCell<KeyCache>,
     /// How long loading took, phase by phase.
@@ -268,11 +275,18 @@ impl Probes {
             cgroup_level: opts.cgroup.map_or(0, |c| c.level),
             cgroup_id: opts.cgroup.map_or(0, |c| c.id),
         };
+        let row_cpus = rows::row_cpus().map_err(ProbeError::Cpus)?;
         let rows = match opts.max_rows {
             Some(n) if n < MIN_ROWS => return Err(ProbeError::TooFewRows(n)),
             Some(n) => n.min(MAX_ROWS),
-            None => row_capacity(),
+            None => row_capacity(row_cpus),
         };
+        // One copy of every row per CPU, in one array the kernel can map:
+        // it must stay under 4 GiB.
+        let row_elems = u32::try_from(rows as usize * row_cpus)
+            .ok()
+            .filter(|&n| n as usize * std::mem::size_of::<Counters>() < u32::MAX as usize)
+            .ok_or(ProbeError::TooManyRows(rows, row_cpus))?;
         let btf_ms = ms_since(started);
         let started = std::time::Instant::now();
         let mut ebpf = EbpfLoader::new()
@@ -281,12 +295,20 @@ impl Probes {
             .allow_unsupported_maps()
             .override_global("LAYOUT", &layout, true)
             .override_global("SETTINGS", &settings, true)
-            .map_max_entries("ROWS", rows)
+            .map_max_entries("ROWS", row_elems)
             .map_max_entries("ROW_INDEX", rows)
             .map_max_entries("ROW_KEYS", rows)
             .map_max_entries("FREE_ROWS", rows)
             .override_global("ROW_CAPACITY", &rows, true)
             .load(EBPF_OBJECT)?;
+        let mapped = {
+            use std::os::fd::{AsFd as _, AsRawFd as _};
+            let Some(aya::maps::Map::Array(d)) = ebpf.map("ROWS") else {
+                return Err(ProbeError::MissingMap("ROWS"));
+            };
+            rows::MappedRows::map(d.fd().as_fd().as_raw_fd(), rows as usize, row_cpus)
+                .map_err(ProbeError::MapRows)?
+        };
         // Row 0 is the overflow row, there before any program runs (with
         // every process traced, the first programs run as they attach);
         // new rows are handed out from 1.
@@ -334,6 +356,7 @@ impl Probes {
             hooks,
             released: [0; zctrace_common::counter::COUNT],
             capacity: rows,
+            rows: Some(mapped),
             key_cache: std::cell::RefCell::default(),
             timings: LoadTimings {
                 btf_ms,
@@ -392,6 +415,7 @@ impl Probes {
                 hooks: Vec::new(),
                 released: [0; zctrace_common::counter::COUNT],
                 capacity: 0,
+                rows: None,
                 key_cache: std::cell::RefCell::default(),
                 timings: LoadTimings::default(),
                 enter_link: None,
