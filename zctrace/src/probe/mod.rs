@@ -252,14 +252,26 @@ pub struct Stats {
 impl Probes {
     pub fn load(opts: ProbeOptions) -> Result<Self, ProbeError> {
         let started = std::time::Instant::now();
-        // Read once: indexed here for the layout (member offsets), parsed by
-        // aya to load the BTF programs.
-        let raw_btf = std::fs::read(VMLINUX_BTF).map_err(|source| LayoutError::Read {
-            path: VMLINUX_BTF.to_owned(),
-            source,
-        })?;
-        let aya_btf = aya::Btf::parse(&raw_btf, aya::Endianness::default()).ok();
-        let kernel_btf = KernelBtf::parse(raw_btf, Path::new(VMLINUX_BTF))?;
+        // aya's loader parses the kernel's BTF itself when it is made (for
+        // relocations; it has no way to be handed one), which is a fifth
+        // of start-up: it is made on a thread of its own meanwhile.
+        let (loader, read) = std::thread::scope(|s| {
+            let loader = s.spawn(EbpfLoader::new);
+            // Read once here: indexed for the layout (member offsets),
+            // parsed by aya to load the BTF programs.
+            let read = (|| {
+                let raw_btf = std::fs::read(VMLINUX_BTF).map_err(|source| LayoutError::Read {
+                    path: VMLINUX_BTF.to_owned(),
+                    source,
+                })?;
+                let aya_btf = aya::Btf::parse(&raw_btf, aya::Endianness::default()).ok();
+                let kernel_btf = KernelBtf::parse(raw_btf, Path::new(VMLINUX_BTF))?;
+                Ok::<_, LayoutError>((aya_btf, kernel_btf))
+            })();
+            (loader.join(), read)
+        });
+        let (aya_btf, kernel_btf) = read?;
+        let loader = loader.unwrap_or_else(|_| EbpfLoader::new());
         let missing = kernel_btf.missing_features()?;
         if !missing.is_empty() {
             return Err(ProbeError::KernelTooOld {
@@ -289,7 +301,8 @@ impl Probes {
             .ok_or(ProbeError::TooManyRows(rows, row_cpus))?;
         let btf_ms = ms_since(started);
         let started = std::time::Instant::now();
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = loader;
+        let mut ebpf = loader
             .btf(aya_btf.as_ref())
             // THREADS is task storage, which aya creates but has no type for.
             .allow_unsupported_maps()
