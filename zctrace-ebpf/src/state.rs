@@ -113,9 +113,10 @@ pub static ROWS: Array<Counters> = Array::with_max_entries(MAX_COUNTER_ROWS, BPF
 pub static ROW_INDEX: HashMap<CounterKey, u32> = HashMap::with_max_entries(MAX_COUNTER_ROWS, 0);
 
 /// The key each row was given (see `RowKey`): the sampler's way to learn
-/// new rows without walking ROW_INDEX. Sized like ROWS.
+/// new rows without walking ROW_INDEX (it maps this array and reads it
+/// with no system call). ROW_CAPACITY entries.
 #[map]
-pub static ROW_KEYS: Array<RowKey> = Array::with_max_entries(MAX_COUNTER_ROWS, 0);
+pub static ROW_KEYS: Array<RowKey> = Array::with_max_entries(MAX_COUNTER_ROWS, BPF_F_MMAPABLE);
 
 /// Recycled rows (zeroed, with no index entry), which userspace gives back
 /// when their threads are gone; used before never-used ones.

@@ -1,8 +1,8 @@
 //! Reading whole maps in a few system calls (`BPF_MAP_LOOKUP_BATCH`, Linux
-//! 5.6): the sampler reads every live counter row each period, and one
-//! lookup per row (two system calls each, plus one to walk the index) cost
-//! it a core's tenth at 10,000 rows. aya 0.14 has no batch operations, so
-//! this is the one `bpf()` call zctrace makes itself.
+//! 5.6): the ledger's and the health counters' per-CPU words each sample,
+//! and the row index when rows are recycled (the counter rows and their
+//! keys are mapped instead, see `rows.rs`). aya 0.14 has no batch
+//! operations, so this is the one `bpf()` call zctrace makes itself.
 
 use std::{io, os::fd::RawFd};
 

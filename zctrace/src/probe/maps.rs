@@ -9,10 +9,6 @@ use zctrace_common::{CounterKey, Counters, OVERFLOW_ROW, RowKey, config, ledger,
 use super::{ProbeError, Probes, Stats, attach, batch};
 use crate::hooks::Hook;
 
-/// The kernel's internal "not supported" (not in libc): what a map type
-/// without batch operations answers.
-const ENOTSUPP: i32 = 524;
-
 /// Makes row 0 the overflow row and hands out new rows from 1: before any
 /// program is attached, or the first would take row 0 for itself.
 pub(super) fn reserve_overflow_row(ebpf: &mut aya::Ebpf) -> Result<(), ProbeError> {
@@ -98,55 +94,28 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
-    /// Reads every counter row, summing the CPUs' copies: the rows' keys
-    /// in a few batched system calls when new rows have keys (see
-    /// `row_keys`), the rows themselves from the mapped row map, or,
-    /// where the kernel refuses batches, row by row.
+    /// Reads every counter row, summing the CPUs' copies, from the mapped
+    /// row map, with the keys it learns from the mapped key array (see
+    /// `row_keys`): no system call but one lookup per new row.
     pub fn snapshot(&self) -> Result<Snapshot, ProbeError> {
-        match self.snapshot_mapped() {
-            Err(ProbeError::Batch(e))
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS | ENOTSUPP)
-                ) =>
-            {
-                self.snapshot_per_row()
-            }
-            r => r,
-        }
-    }
-
-    fn snapshot_mapped(&self) -> Result<Snapshot, ProbeError> {
-        use std::os::fd::{AsFd as _, AsRawFd as _};
-        let fd = |name: &'static str| -> Result<i32, ProbeError> {
-            match self.map(name)? {
-                aya::maps::Map::HashMap(d) | aya::maps::Map::Array(d) => {
-                    Ok(d.fd().as_fd().as_raw_fd())
-                }
-                _ => Err(ProbeError::MissingMap(name)),
-            }
-        };
         let mapped = self.rows.as_ref().ok_or(ProbeError::MissingMap("ROWS"))?;
-        let index = self.row_keys(&fd)?;
-        let rows = index
-            .rows
+        let cache = self.row_keys()?;
+        // In key order already: the map is built without sorting rows.
+        let rows = cache
+            .sorted
             .iter()
-            .enumerate()
-            .filter_map(|(i, (_, key))| Some(((*key)?, mapped.sum(i))))
+            .map(|&(key, i)| (key, mapped.sum(i as usize)))
             .collect();
         Ok(Snapshot { rows })
     }
 
-    /// Which row holds which key, brought up to date: ROW_KEYS is read
-    /// (one batch up to the last row handed out) only when the kernel has
-    /// given rows keys since the last read, and a key not seen before is
-    /// believed only when the index agrees (one lookup per new row). A
-    /// read that found a key it could not confirm (torn by the kernel
-    /// writing it meanwhile) is made again next sample, whatever the count.
-    fn row_keys(
-        &self,
-        fd: &dyn Fn(&'static str) -> Result<i32, ProbeError>,
-    ) -> Result<std::cell::RefMut<'_, super::KeyCache>, ProbeError> {
+    /// Which row holds which key, brought up to date: the keys are read
+    /// (up to the last row handed out) only when the kernel has given rows
+    /// keys since the last read, and a key not seen before is believed
+    /// only when the index agrees (one lookup per new row). A read that
+    /// found a key it could not confirm (torn by the kernel writing it
+    /// meanwhile) is made again next sample, whatever the count.
+    fn row_keys(&self) -> Result<std::cell::RefMut<'_, super::KeyCache>, ProbeError> {
         let alloc = Array::<_, u64>::try_from(self.map("ROW_ALLOC")?)?;
         // The count first: keys written before it moved are in the read.
         let added = alloc.get(&1, 0)?;
@@ -154,37 +123,40 @@ impl Probes {
         if cache.added == Some(added) {
             return Ok(cache);
         }
+        let keys = self
+            .keys
+            .as_ref()
+            .ok_or(ProbeError::MissingMap("ROW_KEYS"))?;
         let handed_out = alloc.get(&0, 0)?.min(u64::from(self.capacity)) as usize;
-        let size = std::mem::size_of::<RowKey>();
-        let (_, raw) =
-            batch::lookup_all(fd("ROW_KEYS")?, 4, size, handed_out).map_err(ProbeError::Batch)?;
         let index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map("ROW_INDEX")?)?;
         let c = &mut *cache;
         if c.rows.len() < handed_out {
             c.rows.resize(handed_out, (0, None));
         }
         let mut settled = true;
-        for (i, chunk) in raw.chunks_exact(size).enumerate() {
-            // SAFETY: RowKey is plain data (repr(C), explicit padding),
-            // and `chunk` is exactly its size.
-            let rk = unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast::<RowKey>()) };
-            let slot = &mut c.rows[i];
+        let mut changed = false;
+        for (i, slot) in c.rows.iter_mut().enumerate().take(handed_out) {
+            let rk = keys.get(i);
             if rk.seq == slot.0 {
                 continue;
             }
             if index.get(&rk.key, 0).ok() == Some(i as u32) {
                 *slot = (rk.seq, Some(rk.key));
+                changed = true;
             } else {
                 settled = false;
             }
+        }
+        if changed {
+            c.sort();
         }
         c.added = settled.then_some(added);
         Ok(cache)
     }
 
-    /// The same, one row at a time (two system calls per row): where the
-    /// kernel has no batches, and for the tests that hold both to the same
-    /// rows.
+    /// The same through the kernel, one row at a time (a system call per
+    /// row and CPU, and the index walked): for the tests that hold both
+    /// to the same rows.
     #[doc(hidden)]
     pub fn snapshot_per_row(&self) -> Result<Snapshot, ProbeError> {
         let index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map("ROW_INDEX")?)?;
@@ -259,17 +231,21 @@ impl Probes {
         // The sampler's cache learns the rows are free, at the key each
         // holds now (a new key, given when the kernel reuses the row, is a
         // new row), before the kernel can reuse them.
-        let keys: Array<_, RowKey> = Array::try_from(self.map("ROW_KEYS")?)?;
+        let keys = self
+            .keys
+            .as_ref()
+            .ok_or(ProbeError::MissingMap("ROW_KEYS"))?;
         let seqs: Vec<(u32, u64)> = freed
             .iter()
-            .map(|&idx| keys.get(&idx, 0).map(|k| (idx, k.seq)))
-            .collect::<Result<_, _>>()?;
+            .map(|&idx| (idx, keys.get(idx as usize).seq))
+            .collect();
         let cache = self.key_cache.get_mut();
         for (idx, seq) in seqs {
             if let Some(slot) = cache.rows.get_mut(idx as usize) {
                 *slot = (seq, None);
             }
         }
+        cache.sort();
         let mut free: Queue<_, u32> = Queue::try_from(self.map_mut("FREE_ROWS")?)?;
         for idx in &freed {
             free.push(idx, 0)?;

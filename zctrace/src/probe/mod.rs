@@ -165,6 +165,23 @@ pub(crate) struct KeyCache {
     /// Per row: the `seq` last seen, and the key verified then (none: the
     /// row was released, or has had no key yet).
     rows: Vec<(u64, Option<zctrace_common::CounterKey>)>,
+    /// The rows with keys, as (key, row), in key order: a snapshot is
+    /// built in this order without sorting the rows themselves.
+    sorted: Vec<(zctrace_common::CounterKey, u32)>,
+}
+
+impl KeyCache {
+    /// Rebuilds `sorted` from `rows`.
+    fn sort(&mut self) {
+        self.sorted.clear();
+        self.sorted.extend(
+            self.rows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, k))| Some(((*k)?, i as u32))),
+        );
+        self.sorted.sort_unstable();
+    }
 }
 
 /// Loaded and attached probes. Detached when dropped.
@@ -178,6 +195,8 @@ pub struct Probes {
     capacity: u32,
     /// The row map, mapped (none for the bench's floor, which has no rows).
     rows: Option<rows::MappedRows>,
+    /// The rows' keys, mapped (likewise).
+    keys: Option<rows::MappedKeys>,
     /// The rows' keys as last read (see `snapshot`).
     key_cache: std::cell::RefCell<KeyCache>,
     /// How long loading took, phase by phase.
@@ -314,13 +333,18 @@ impl Probes {
             .map_max_entries("FREE_ROWS", rows)
             .override_global("ROW_CAPACITY", &rows, true)
             .load(EBPF_OBJECT)?;
-        let mapped = {
+        let (mapped, keys) = {
             use std::os::fd::{AsFd as _, AsRawFd as _};
-            let Some(aya::maps::Map::Array(d)) = ebpf.map("ROWS") else {
-                return Err(ProbeError::MissingMap("ROWS"));
+            let fd = |name: &'static str| match ebpf.map(name) {
+                Some(aya::maps::Map::Array(d)) => Ok(d.fd().as_fd().as_raw_fd()),
+                _ => Err(ProbeError::MissingMap(name)),
             };
-            rows::MappedRows::map(d.fd().as_fd().as_raw_fd(), rows as usize, row_cpus)
-                .map_err(ProbeError::MapRows)?
+            (
+                rows::MappedRows::map(fd("ROWS")?, rows as usize, row_cpus)
+                    .map_err(ProbeError::MapRows)?,
+                rows::MappedKeys::map(fd("ROW_KEYS")?, rows as usize)
+                    .map_err(ProbeError::MapRows)?,
+            )
         };
         // Row 0 is the overflow row, there before any program runs (with
         // every process traced, the first programs run as they attach);
@@ -370,6 +394,7 @@ impl Probes {
             released: [0; zctrace_common::counter::COUNT],
             capacity: rows,
             rows: Some(mapped),
+            keys: Some(keys),
             key_cache: std::cell::RefCell::default(),
             timings: LoadTimings {
                 btf_ms,
@@ -429,6 +454,7 @@ impl Probes {
                 released: [0; zctrace_common::counter::COUNT],
                 capacity: 0,
                 rows: None,
+                keys: None,
                 key_cache: std::cell::RefCell::default(),
                 timings: LoadTimings::default(),
                 enter_link: None,

@@ -9,33 +9,25 @@
 
 use std::{io, os::fd::RawFd, ptr::NonNull};
 
-use zctrace_common::{Counters, counter};
+use zctrace_common::{Counters, RowKey, counter};
 
-/// ROWS, mapped. Unmapped when dropped.
-pub(crate) struct MappedRows {
+/// A BPF array mapped into zctrace's memory (shared, read and write).
+/// Unmapped when dropped.
+struct Mapping {
     base: NonNull<u64>,
+    /// Bytes mapped (whole pages).
     len: usize,
-    /// Rows per CPU.
-    capacity: usize,
-    /// CPU copies (the highest possible CPU number plus one).
-    cpus: usize,
+    /// u64 words of the array itself.
+    words: usize,
 }
 
 // SAFETY: the mapping is plain shared memory, valid until dropped; every
 // access goes through volatile reads and writes of aligned u64s.
-unsafe impl Send for MappedRows {}
+unsafe impl Send for Mapping {}
 
-/// u64 words in one row.
-const WORDS: usize = counter::COUNT;
-
-impl MappedRows {
-    /// Maps the ROWS map behind `fd`: `capacity` rows for each of `cpus`
-    /// CPUs.
-    pub(crate) fn map(fd: RawFd, capacity: usize, cpus: usize) -> io::Result<Self> {
-        let bytes = capacity
-            .checked_mul(cpus)
-            .and_then(|n| n.checked_mul(std::mem::size_of::<Counters>()))
-            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+impl Mapping {
+    /// Maps `bytes` of the array map behind `fd`.
+    fn new(fd: RawFd, bytes: usize) -> io::Result<Self> {
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let len = bytes.next_multiple_of(page.max(1));
@@ -55,9 +47,63 @@ impl MappedRows {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(p.cast::<u64>()).ok_or_else(io::Error::last_os_error)?;
-        Ok(MappedRows {
+        Ok(Mapping {
             base,
             len,
+            words: bytes / 8,
+        })
+    }
+
+    /// Word `at` (0 past the end). The kernel writes these words
+    /// meanwhile: a volatile read of an aligned u64 sees one whole value.
+    #[inline]
+    fn word(&self, at: usize) -> u64 {
+        if at >= self.words {
+            return 0;
+        }
+        // SAFETY: `at` is inside the mapping and the mapping is page
+        // aligned, so the word is aligned.
+        unsafe { self.base.as_ptr().add(at).read_volatile() }
+    }
+
+    fn set_word(&self, at: usize, v: u64) {
+        if at < self.words {
+            // SAFETY: as in `word`; the mapping is writable.
+            unsafe { self.base.as_ptr().add(at).write_volatile(v) };
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// u64 words in one row.
+const WORDS: usize = counter::COUNT;
+const _: () = assert!(std::mem::size_of::<Counters>() == WORDS * 8);
+
+/// ROWS, mapped.
+pub(crate) struct MappedRows {
+    map: Mapping,
+    /// Rows per CPU.
+    capacity: usize,
+    /// CPU copies (the highest possible CPU number plus one).
+    cpus: usize,
+}
+
+impl MappedRows {
+    /// Maps the ROWS map behind `fd`: `capacity` rows for each of `cpus`
+    /// CPUs.
+    pub(crate) fn map(fd: RawFd, capacity: usize, cpus: usize) -> io::Result<Self> {
+        let bytes = capacity
+            .checked_mul(cpus)
+            .and_then(|n| n.checked_mul(std::mem::size_of::<Counters>()))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        Ok(MappedRows {
+            map: Mapping::new(fd, bytes)?,
             capacity,
             cpus,
         })
@@ -77,12 +123,7 @@ impl MappedRows {
         for cpu in 0..self.cpus {
             let at = (cpu * self.capacity + idx) * WORDS;
             for (w, total) in sum.v.iter_mut().enumerate() {
-                // SAFETY: `at + w` is inside the mapping (cpu < cpus, idx
-                // < capacity, w < WORDS), u64-aligned (the mapping is page
-                // aligned and a row is whole u64s). The kernel writes these
-                // words meanwhile: a volatile read of an aligned u64 sees
-                // one whole value.
-                *total += unsafe { self.base.as_ptr().add(at + w).read_volatile() };
+                *total += self.map.word(at + w);
             }
         }
         sum
@@ -96,17 +137,41 @@ impl MappedRows {
         for cpu in 0..self.cpus {
             let at = (cpu * self.capacity + idx) * WORDS;
             for w in 0..WORDS {
-                // SAFETY: as in `sum`; the mapping is writable.
-                unsafe { self.base.as_ptr().add(at + w).write_volatile(0) };
+                self.map.set_word(at + w, 0);
             }
         }
     }
 }
 
-impl Drop for MappedRows {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, unmapped once.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+/// ROW_KEYS, mapped (read only: the kernel writes it).
+pub(crate) struct MappedKeys {
+    map: Mapping,
+}
+
+const KEY_WORDS: usize = std::mem::size_of::<RowKey>() / 8;
+const _: () = assert!(std::mem::size_of::<RowKey>() == KEY_WORDS * 8);
+
+impl MappedKeys {
+    pub(crate) fn map(fd: RawFd, capacity: usize) -> io::Result<Self> {
+        let bytes = capacity
+            .checked_mul(std::mem::size_of::<RowKey>())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        Ok(MappedKeys {
+            map: Mapping::new(fd, bytes)?,
+        })
+    }
+
+    /// Row `idx`'s key as the kernel last wrote it. A read can be torn by
+    /// the kernel writing the key meanwhile: the caller checks a new key
+    /// against the index.
+    pub(crate) fn get(&self, idx: usize) -> RowKey {
+        let mut words = [0u64; KEY_WORDS];
+        for (w, v) in words.iter_mut().enumerate() {
+            *v = self.map.word(idx * KEY_WORDS + w);
+        }
+        // SAFETY: RowKey is plain data (repr(C), explicit padding, every
+        // bit pattern valid), exactly KEY_WORDS words.
+        unsafe { std::ptr::read_unaligned(words.as_ptr().cast::<RowKey>()) }
     }
 }
 

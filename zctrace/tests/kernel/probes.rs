@@ -289,7 +289,7 @@ fn a_flooded_ring_buffer_counts_drops_while_counters_stay_exact() {
 
 #[test]
 #[ignore = "needs root: cargo xtask test runs it"]
-fn batched_snapshots_read_the_same_rows_as_row_by_row() {
+fn mapped_snapshots_read_the_same_rows_as_row_by_row() {
     let _guard = serial();
     let mut p = Probes::load(ProbeOptions {
         per_thread: true,
@@ -304,7 +304,7 @@ fn batched_snapshots_read_the_same_rows_as_row_by_row() {
     // Both ways, the rows of these threads; and thread i made 1 + i % m
     // one-byte reads of /dev/zero.
     let check = |p: &Probes, of: &[u32], m: u64| {
-        let batched = p.snapshot().expect("batched snapshot");
+        let mapped = p.snapshot().expect("mapped snapshot");
         let one_by_one = p.snapshot_per_row().expect("row-by-row snapshot");
         let rows = |s: &zctrace::model::Snapshot| {
             s.rows
@@ -313,7 +313,7 @@ fn batched_snapshots_read_the_same_rows_as_row_by_row() {
                 .map(|(k, v)| (*k, *v))
                 .collect::<Vec<_>>()
         };
-        let (a, b) = (rows(&batched), rows(&one_by_one));
+        let (a, b) = (rows(&mapped), rows(&one_by_one));
         assert!(
             a.len() >= of.len(),
             "{} rows of {} threads",
@@ -337,7 +337,7 @@ fn batched_snapshots_read_the_same_rows_as_row_by_row() {
     let (gone, kept) = tids.split_at(300);
     assert!(p.remove_rows(gone).expect("recycle") >= 300);
     let fresh: Vec<u32> = (0..300).map(|i| reader_thread(1 + i % 5)).collect();
-    let snap = p.snapshot().expect("batched snapshot");
+    let snap = p.snapshot().expect("mapped snapshot");
     assert!(
         !snap.rows.keys().any(|k| gone.contains(&k.tid)),
         "released rows are gone"
