@@ -312,7 +312,12 @@ pub fn rank(ps: &mut [TopProcess], key: SortKey) {
             SortKey::TotalCopies | SortKey::Pid | SortKey::Comm => 0.0,
         }
     };
-    ps.sort_by(|a, b| {
+    // The order is found on indices and then applied: a process (its name,
+    // rates, totals and rows) is a few hundred bytes, which a sort would
+    // move again and again.
+    let mut order: Vec<usize> = (0..ps.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&ps[a], &ps[b]);
         let primary = match key {
             SortKey::Pid => a.pid.cmp(&b.pid),
             SortKey::Comm => a.comm.cmp(&b.comm),
@@ -323,6 +328,24 @@ pub fn rank(ps: &mut [TopProcess], key: SortKey) {
             .then(b.total.syscalls.cmp(&a.total.syscalls))
             .then(a.pid.cmp(&b.pid))
     });
+    permute(ps, order);
+}
+
+/// Puts `order[i]`'s element at `i`, each element moved once by a swap
+/// along the permutation's cycles.
+fn permute<T>(v: &mut [T], mut order: Vec<usize>) {
+    for i in 0..v.len() {
+        // Follow the cycle through i, swapping each element into place;
+        // a place done is marked by order[j] == j.
+        let mut j = i;
+        while order[j] != i {
+            let next = order[j];
+            v.swap(j, next);
+            order[j] = j;
+            j = next;
+        }
+        order[j] = j;
+    }
 }
 
 /// The processes a filter keeps: command name containing `comm` (case
@@ -441,6 +464,28 @@ pub mod tests {
 
     use super::*;
     use crate::model::{HookSet, Measured};
+
+    #[test]
+    fn a_permutation_puts_each_element_where_the_order_says() {
+        // Every permutation of 5 elements (120), against the plain answer.
+        let mut order: Vec<usize> = (0..5).collect();
+        let mut seen = 0;
+        loop {
+            let mut v: Vec<char> = "abcde".chars().collect();
+            let want: Vec<char> = order.iter().map(|&i| v[i]).collect();
+            permute(&mut v, order.clone());
+            assert_eq!(v, want, "order {order:?}");
+            seen += 1;
+            // Next permutation in lexicographic order.
+            let Some(i) = (0..4).rev().find(|&i| order[i] < order[i + 1]) else {
+                break;
+            };
+            let j = (i + 1..5).rev().find(|&j| order[j] > order[i]).unwrap();
+            order.swap(i, j);
+            order[i + 1..].reverse();
+        }
+        assert_eq!(seen, 120);
+    }
 
     pub fn row(pid: u32, comm: &str, method: Method, k2u: u64, u2k: u64) -> Row {
         let mut c = Counters::ZERO;

@@ -87,10 +87,18 @@ pub fn accounts(
     released: &[u64; counter::COUNT],
 ) -> Vec<Account> {
     let word = |i: usize| words.get(i).copied().unwrap_or(0);
+    // Every ledgered counter's sum over the rows, in one pass over them.
+    let list: Vec<usize> = ledgered().collect();
+    let mut sums = [0u64; counter::COUNT];
+    for (k, v) in &rows.rows {
+        for &c in &list {
+            sums[c] = sums[c].wrapping_add(row_value(k, v, c));
+        }
+    }
     ledgered()
         .filter_map(|c| {
             let after = word(ledger::charged(c));
-            let in_rows: u64 = rows.rows.iter().map(|(k, v)| row_value(k, v, c)).sum();
+            let in_rows = sums[c];
             let have = in_rows.saturating_add(released[c]);
             let charged = match before.and_then(|b| b.get(ledger::charged(c))) {
                 Some(&lo) if (lo..=after).contains(&have) => have,
