@@ -354,7 +354,13 @@ impl Probes {
         let started = std::time::Instant::now();
         let mut hooks = Vec::with_capacity(Hook::ALL.len());
         let mut preloaded = attach::preload(&mut ebpf, &Hook::ALL, aya_btf.as_ref());
-        for hook in Hook::ALL {
+        // The on-demand hooks are checked last (see `check_on_demand`):
+        // detaching sys_enter's check just before sys_exit's attach made
+        // that attach wait some 10 ms. Listed in hook order all the same.
+        let (mut always, on_demand): (Vec<Hook>, Vec<Hook>) =
+            Hook::ALL.into_iter().partition(|h| !h.spec().on_demand);
+        always.extend(on_demand);
+        for hook in always {
             let spec = hook.spec();
             let result = if spec.on_demand {
                 attach::check_on_demand(&mut ebpf, hook, aya_btf.as_ref(), &mut preloaded)
@@ -388,6 +394,7 @@ impl Probes {
                 on_demand: spec.on_demand,
             });
         }
+        hooks.sort_by_key(|h| h.hook);
         let mut probes = Self {
             ebpf,
             hooks,
