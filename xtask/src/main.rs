@@ -98,6 +98,14 @@ enum Cmd {
         #[arg(long, value_name = "HOOKS")]
         require_hook: Option<String>,
     },
+    /// Boot Debian's 6.1 and 6.12 kernels in QEMU (where fexit attaches)
+    /// and measure what each way of hooking the syscalls costs an
+    /// untraced process; rewrites that section of BENCHMARKS.md.
+    VmBench {
+        /// 6.1, 6.12, arm64-6.1, arm64-6.12 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+    },
     /// Build zctrace (release) and run `zctrace demo` with these arguments.
     Demo {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -123,6 +131,8 @@ fn main() -> ExitCode {
             kernel,
             require_hook,
         } => vm::vm_test(&kernel, require_hook.as_deref()),
+        Cmd::VmBench { kernel } => vm::vm_bench(&kernel)
+            .and_then(|section| rewrite_section(vm::TAX_SECTION, &section, None)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -872,27 +882,36 @@ fn bench_machine_only(rounds: usize) -> Result<()> {
     setup()?;
     let bin = build_release(&["bench"])?.display().to_string();
     let section = machine_wide(&bin, rounds.min(7))?;
+    // Before the throughput table, where a full run puts it.
+    rewrite_section(
+        MACHINE_SECTION,
+        &section,
+        Some("\n## Throughput of the demo methods"),
+    )
+}
+
+/// Replaces BENCHMARKS.md's section `title` (up to the next `## `) with
+/// `section`; a section not there yet goes before `before` if given and
+/// found, else at the end. The rest of the document stays.
+fn rewrite_section(title: &str, section: &str, before: Option<&str>) -> Result<()> {
     let path = workspace_root().join("BENCHMARKS.md");
     let doc = std::fs::read_to_string(&path).unwrap_or_default();
-    let doc = match doc.find(&format!("\n{MACHINE_SECTION}")) {
+    let doc = match doc.find(&format!("\n{title}")) {
         Some(start) => {
             let rest = &doc[start + 1..];
-            let end = rest[MACHINE_SECTION.len()..]
+            let end = rest[title.len()..]
                 .find("\n## ")
-                .map_or(doc.len(), |e| start + 1 + MACHINE_SECTION.len() + e);
+                .map_or(doc.len(), |e| start + 1 + title.len() + e);
             format!("{}{section}{}", &doc[..start], &doc[end..])
         }
-        None => {
-            // Before the throughput table, where a full run puts it.
-            match doc.find("\n## Throughput of the demo methods") {
-                Some(at) => format!("{}{section}{}", &doc[..at], &doc[at..]),
-                None => doc + &section,
-            }
-        }
+        None => match before.and_then(|b| doc.find(b)) {
+            Some(at) => format!("{}{section}{}", &doc[..at], &doc[at..]),
+            None => doc + section,
+        },
     };
     std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
     eprintln!(
-        "xtask: rewrote the \"{MACHINE_SECTION}\" section of {}",
+        "xtask: rewrote the \"{title}\" section of {}",
         path.display()
     );
     Ok(())
@@ -1442,8 +1461,8 @@ fn startup(bin: &str) -> Result<String> {
 
 `zctrace hooks`, {RUNS} runs, median: {total:.0} ms of wall time from exec to exit \
          (target: at most {TARGET_MS:.0} ms: {}). zctrace's own phases: kernel BTF read and indexed \
-         {:.0} ms (aya parses it too, to load the BTF tracepoints), maps created {:.0} ms (the loader \
-         parses BTF once more itself; the per-CPU row map is most of the rest), every program verified \
+         {:.0} ms (aya parses it too, to load the BTF tracepoints, and aya's loader once more for \
+         itself, on a thread of its own meanwhile), maps created {:.0} ms, every program verified \
          (loaded on one thread per CPU, the kernel verifying them side by side) and attached in \
          hook order {:.0} ms, detached {:.0} ms.\n",
         if total <= TARGET_MS {
