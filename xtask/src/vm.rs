@@ -155,6 +155,32 @@ echo "ZCTRACE-VM-EXIT: $?"
 busybox poweroff -f
 "#;
 
+/// /init of `vm-bench`: the untraced-tax workload (`zctrace syscalls`),
+/// bare and under each mechanism's programs, in interleaved rounds.
+const BENCH_INIT: &str = r#"#!/bin/sh
+export PATH=/bin
+busybox mount -t proc proc /proc
+busybox mount -t sysfs sys /sys
+busybox mount -t tmpfs tmp /tmp
+busybox mknod /dev/zero c 1 5
+busybox mknod /dev/null c 1 3
+echo "ZCTRACE-VM: booted $(busybox uname -r)"
+N=${ZCTRACE_TAX_PAIRS:-50000}
+for round in 1 2 3 4 5 6 7; do
+  for m in bare syscall-tracepoints fexit zctrace; do
+    if [ $m = bare ]; then
+      out=$(/bin/zctrace syscalls $N 2>&1)
+    else
+      out=$(/bin/zctrace floor --mechanism $m -- /bin/zctrace syscalls $N 2>&1)
+    fi
+    echo "ZCTRACE-TAX: $m $(echo $out | busybox tr '
+' ' ')"
+  done
+done
+echo "ZCTRACE-TAX-DONE"
+busybox poweroff -f
+"#;
+
 fn cache_dir() -> Result<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -372,14 +398,14 @@ impl Cpio {
     }
 }
 
-fn initramfs(zctrace: &Path, busybox: &Path) -> Result<Vec<u8>> {
+fn initramfs(zctrace: &Path, busybox: &Path, init: &str) -> Result<Vec<u8>> {
     let mut c = Cpio::default();
     for d in ["bin", "dev", "proc", "sys", "tmp"] {
         c.entry(d, 0o040_755, (0, 0), &[]);
     }
     // Without /dev/console, init would run with no stdout.
     c.entry("dev/console", 0o020_600, (5, 1), &[]);
-    c.entry("init", 0o100_755, (0, 0), INIT.as_bytes());
+    c.entry("init", 0o100_755, (0, 0), init.as_bytes());
     c.entry("bin/busybox", 0o100_755, (0, 0), &std::fs::read(busybox)?);
     c.entry("bin/sh", 0o120_777, (0, 0), b"busybox");
     c.entry("bin/zctrace", 0o100_755, (0, 0), &std::fs::read(zctrace)?);
@@ -389,20 +415,24 @@ fn initramfs(zctrace: &Path, busybox: &Path) -> Result<Vec<u8>> {
 /// zctrace built as a static musl binary for `arch` (a cross build for
 /// arm64, linked by Debian's aarch64 gcc), with that architecture's static
 /// busybox, packed into an initramfs; returns its path.
-fn initramfs_for(arch: Arch) -> Result<PathBuf> {
+fn initramfs_for(arch: Arch, kind: Initramfs) -> Result<PathBuf> {
     let musl = arch.musl();
     let targets = super::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
     if !targets.lines().any(|t| t.trim() == musl) {
         super::run(Command::new("rustup").args(["target", "add", musl]))?;
     }
-    let mut build = super::cargo(&[
+    let mut args = vec![
         "build",
         "--release",
         "--package",
         "zctrace",
         "--target",
         musl,
-    ])?;
+    ];
+    if kind == Initramfs::Bench {
+        args.extend(["--features", "bench"]);
+    }
+    let mut build = super::cargo(&args)?;
     if arch == Arch::Aarch64 {
         build.env(
             "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER",
@@ -430,9 +460,20 @@ fn initramfs_for(arch: Arch) -> Result<PathBuf> {
             cached
         }
     };
-    let initrd = cache_dir()?.join(format!("initramfs-{}.cpio", arch.name()));
-    std::fs::write(&initrd, initramfs(&zctrace, &busybox)?)?;
+    let (name, init) = match kind {
+        Initramfs::Selftest => ("", INIT),
+        Initramfs::Bench => ("-bench", BENCH_INIT),
+    };
+    let initrd = cache_dir()?.join(format!("initramfs-{}{name}.cpio", arch.name()));
+    std::fs::write(&initrd, initramfs(&zctrace, &busybox, init)?)?;
     Ok(initrd)
+}
+
+/// What a guest runs: the self-test, or the untraced-tax benchmark.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Initramfs {
+    Selftest,
+    Bench,
 }
 
 /// Boots `kernel` with the initramfs; returns the console lines.
@@ -441,6 +482,18 @@ fn boot(
     kernel: &Path,
     initrd: &Path,
     require: Option<&str>,
+) -> Result<(Vec<String>, bool)> {
+    let extra = require.map(|hooks| format!("ZCTRACE_SELFTEST_REQUIRE={hooks}"));
+    boot_with(arch, kernel, initrd, extra.as_deref())
+}
+
+/// Boots `kernel` with the initramfs, `extra` added to the kernel command
+/// line; returns the console lines, and whether the boot timed out.
+fn boot_with(
+    arch: Arch,
+    kernel: &Path,
+    initrd: &Path,
+    extra: Option<&str>,
 ) -> Result<(Vec<String>, bool)> {
     let mut cmd = Command::new(arch.qemu());
     let (machine, console) = arch.machine();
@@ -464,10 +517,8 @@ fn boot(
         // Unknown NAME=value words on the kernel command line become
         // environment variables of /init (and so of zctrace selftest).
         .arg("-append")
-        .arg(match require {
-            Some(hooks) => {
-                format!("console={console} panic=-1 quiet ZCTRACE_SELFTEST_REQUIRE={hooks}")
-            }
+        .arg(match extra {
+            Some(words) => format!("console={console} panic=-1 quiet {words}"),
             None => format!("console={console} panic=-1 quiet"),
         })
         .stdin(Stdio::null())
@@ -522,7 +573,7 @@ pub fn vm_test(which: &str, require: Option<&str>) -> Result<()> {
     let mut initrds = Vec::new();
     for arch in [Arch::X86_64, Arch::Aarch64] {
         if series.iter().any(|s| s.arch == arch) {
-            initrds.push((arch, initramfs_for(arch)?));
+            initrds.push((arch, initramfs_for(arch, Initramfs::Selftest)?));
         }
     }
     let mut failures = Vec::new();
@@ -624,9 +675,171 @@ pub fn vm_test(which: &str, require: Option<&str>) -> Result<()> {
     }
 }
 
+/// The mechanisms `vm-bench` compares, as `zctrace floor --mechanism`
+/// names them (and "bare"), with what each line of the table says.
+const TAX_MODES: [(&str, &str); 4] = [
+    ("bare", "bare: no program"),
+    (
+        "syscall-tracepoints",
+        "empty programs on the raw syscall tracepoints (sys_enter + sys_exit)",
+    ),
+    (
+        "fexit",
+        "empty fexit programs on the read and write syscalls' own functions",
+    ),
+    (
+        "zctrace",
+        "zctrace's probes, tracing nothing (the process is untraced)",
+    ),
+];
+
+/// Median ns per pair of each mode from a guest's console, or the first
+/// refusal it printed.
+fn tax_results(lines: &[String]) -> Vec<(&'static str, Result<f64, String>)> {
+    TAX_MODES
+        .iter()
+        .map(|&(mode, _)| {
+            let mut ns = Vec::new();
+            let mut why = None;
+            for rest in lines
+                .iter()
+                .filter_map(|l| l.strip_prefix("ZCTRACE-TAX: "))
+                .filter_map(|l| l.strip_prefix(mode)?.strip_prefix(' '))
+            {
+                match rest
+                    .split("zctrace-syscalls-ns-per-pair ")
+                    .nth(1)
+                    .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                {
+                    Some(v) => ns.push(v),
+                    None => why = why.or_else(|| Some(rest.trim().to_owned())),
+                }
+            }
+            let result = if ns.is_empty() {
+                Err(why.unwrap_or_else(|| "no result".to_owned()))
+            } else {
+                ns.sort_by(f64::total_cmp);
+                Ok(ns[ns.len() / 2])
+            };
+            (mode, result)
+        })
+        .collect()
+}
+
+/// The title of BENCHMARKS.md's section `vm-bench` writes.
+pub const TAX_SECTION: &str = "## Untraced tax by mechanism (Debian kernels in QEMU)";
+
+/// `cargo xtask vm-bench`: the tax on an untraced process of each way of
+/// hooking the syscalls, inside the kernels where fexit attaches (this
+/// host refuses it), by ratio to bare (software emulation: ratios only);
+/// rewrites that section of BENCHMARKS.md.
+pub fn vm_bench(which: &str) -> Result<String> {
+    super::setup()?;
+    let series: Vec<&Series> = SERIES
+        .iter()
+        .filter(|s| s.expect == Expect::Pass && (which == "all" || which == s.name))
+        .collect();
+    if series.is_empty() {
+        bail!("unknown or unsupported kernel '{which}'");
+    }
+    let mut doc = format!(
+        "\n{TAX_SECTION}\n\nAn untraced process making 4 KiB read + write pairs \
+         (`zctrace syscalls`: /dev/zero to /dev/null) inside each kernel, booted in QEMU with software \
+         emulation (`cargo xtask vm-bench`): ns per pair, median of 7 interleaved rounds of 50,000 pairs, and the \
+         ratio to bare. Emulation makes every absolute figure meaningless; the ratios compare the \
+         mechanisms on one kernel. The host (6.18) refuses fexit, so it is measured only here.\n\n\
+         | kernel | mechanism | ns per pair | vs bare |\n|---|---|---|---|\n"
+    );
+    for s in series {
+        let package = match s.source {
+            Source::Apt(pattern) => newest_package(pattern)?,
+            Source::Pool {
+                index,
+                prefix,
+                suffix,
+            } => newest_pool_package(index, prefix, suffix)?.0,
+        };
+        let kernel = match s.source {
+            Source::Apt(_) => kernel_image(&package)?,
+            Source::Pool { .. } => cache_dir()?.join(format!("{package}.vmlinuz")),
+        };
+        if !kernel.exists() {
+            bail!(
+                "{} is not cached: run `cargo xtask vm-test --kernel {}` first",
+                kernel.display(),
+                s.name
+            );
+        }
+        let initrd = initramfs_for(s.arch, Initramfs::Bench)?;
+        let t0 = Instant::now();
+        let (lines, timed_out) = boot_with(s.arch, &kernel, &initrd, None)?;
+        eprintln!(
+            "xtask: {} booted and measured in {:.0} s",
+            s.name,
+            t0.elapsed().as_secs_f64()
+        );
+        if timed_out || !lines.iter().any(|l| l.starts_with("ZCTRACE-TAX-DONE")) {
+            for l in lines
+                .iter()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                eprintln!("   | {l}");
+            }
+            bail!("{}: the guest did not finish the benchmark", s.name);
+        }
+        for l in lines.iter().filter(|l| l.starts_with("ZCTRACE-TAX")) {
+            eprintln!("   {l}");
+        }
+        let results = tax_results(&lines);
+        let bare = results
+            .iter()
+            .find_map(|(m, r)| (*m == "bare").then_some(r.clone()));
+        let Some(Ok(bare)) = bare else {
+            bail!("{}: no bare result", s.name);
+        };
+        for ((_, r), (_, what)) in results.iter().zip(TAX_MODES) {
+            let (ns, ratio) = match r {
+                Ok(v) => (format!("{v:.0}"), format!("{:.2}x", v / bare)),
+                Err(why) => ("refused".to_owned(), why.replace('|', "/")),
+            };
+            doc += &format!("| {} | {what} | {ns} | {ratio} |\n", s.name);
+        }
+    }
+    Ok(doc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tax_lines_give_each_mode_its_median_or_its_refusal() {
+        let lines: Vec<String> = [
+            "ZCTRACE-TAX: bare zctrace-syscalls-ns-per-pair 100",
+            "ZCTRACE-TAX: bare zctrace-syscalls-ns-per-pair 300",
+            "ZCTRACE-TAX: bare zctrace-syscalls-ns-per-pair 200",
+            "ZCTRACE-TAX: syscall-tracepoints zctrace floor: 2 empty programs attached zctrace-syscalls-ns-per-pair 250",
+            "ZCTRACE-TAX: fexit zctrace: fexit on __x64_sys_read: Operation not permitted",
+            "noise",
+        ]
+        .map(String::from)
+        .to_vec();
+        let r = tax_results(&lines);
+        assert_eq!(r[0], ("bare", Ok(200.0)));
+        assert_eq!(r[1], ("syscall-tracepoints", Ok(250.0)));
+        assert_eq!(
+            r[2],
+            (
+                "fexit",
+                Err("zctrace: fexit on __x64_sys_read: Operation not permitted".to_owned())
+            )
+        );
+        assert_eq!(r[3], ("zctrace", Err("no result".to_owned())));
+    }
 
     #[test]
     fn cpio_entries_are_newc_and_aligned() {

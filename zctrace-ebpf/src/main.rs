@@ -248,6 +248,22 @@ pub fn floor_sched_switch(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+// The floor of the other mechanism (`zctrace floor --mechanism fexit`):
+// empty programs on the read and write system calls' own functions
+// (`__x64_sys_read`, ...), which only those calls enter, where the kernel
+// allows fexit; against the raw syscall tracepoints, which send every
+// thread of every process down the slow syscall path.
+
+#[fexit]
+pub fn floor_fexit_read(_ctx: FExitContext) -> i32 {
+    0
+}
+
+#[fexit]
+pub fn floor_fexit_write(_ctx: FExitContext) -> i32 {
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

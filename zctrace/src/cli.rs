@@ -67,8 +67,21 @@ pub enum Command {
     #[cfg(feature = "bench")]
     #[command(hide = true)]
     Floor {
+        /// Which empty programs.
+        #[arg(long, value_enum, default_value_t = FloorMechanism::Hooks)]
+        mechanism: FloorMechanism,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
+    },
+    /// N pairs of a 4 KiB read of /dev/zero and a write of it to /dev/null,
+    /// timed: the untraced-tax workload of `cargo xtask vm-bench`, which
+    /// runs where the guest has no dd worth timing. Prints
+    /// "zctrace-syscalls-ns-per-pair X".
+    #[cfg(feature = "bench")]
+    #[command(hide = true)]
+    Syscalls {
+        #[arg(default_value_t = 100_000)]
+        pairs: u64,
     },
     /// The reader process of `demo --pitfalls`.
     #[command(hide = true)]
@@ -77,6 +90,21 @@ pub enum Command {
         #[arg(long)]
         lease: bool,
     },
+}
+
+/// The empty programs of `zctrace floor`.
+#[cfg(feature = "bench")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloorMechanism {
+    /// One on every hook of the tracepoint tier (the benchmark's floor).
+    Hooks,
+    /// On the two raw syscall tracepoints only (sys_enter, sys_exit).
+    SyscallTracepoints,
+    /// fexit on the read and write system calls' own functions.
+    Fexit,
+    /// zctrace's own probes, tracing no process: what they cost every
+    /// process they do not trace.
+    Zctrace,
 }
 
 #[cfg(feature = "bench")]

@@ -616,10 +616,10 @@ pub fn selftest(dir: &std::path::Path) -> Result<u8> {
 /// Runs a command under the overhead floor (empty programs on every
 /// tracepoint-tier hook); passes its exit status through.
 #[cfg(feature = "bench")]
-pub fn floor(argv: &[std::ffi::OsString]) -> Result<u8> {
+pub fn floor(mechanism: crate::cli::FloorMechanism, argv: &[std::ffi::OsString]) -> Result<u8> {
     preflight::check()?;
-    let (probes, attached) = Probes::load_floor()?;
-    eprintln!("zctrace floor: {attached} empty programs attached");
+    let (probes, attached) = Probes::load_floor(mechanism)?;
+    eprintln!("zctrace floor: {attached} programs attached");
     let (prog, args) = argv.split_first().context("no command")?;
     let status = std::process::Command::new(prog)
         .args(args)
@@ -627,6 +627,27 @@ pub fn floor(argv: &[std::ffi::OsString]) -> Result<u8> {
         .context("starting the command")?;
     drop(probes);
     Ok(trace::exit_code(status))
+}
+
+/// `zctrace syscalls N`: N pairs of a 4 KiB read of /dev/zero and a write
+/// of it to /dev/null, timed, the time per pair printed.
+#[cfg(feature = "bench")]
+pub fn syscalls(pairs: u64) -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    let mut zero = std::fs::File::open("/dev/zero").context("opening /dev/zero")?;
+    let mut null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .context("opening /dev/null")?;
+    let mut buf = vec![0u8; 4096];
+    let started = std::time::Instant::now();
+    for _ in 0..pairs {
+        let n = zero.read(&mut buf)?;
+        null.write_all(&buf[..n])?;
+    }
+    let ns = started.elapsed().as_nanos() as f64 / pairs.max(1) as f64;
+    println!("zctrace-syscalls-ns-per-pair {ns:.0}");
+    Ok(())
 }
 
 /// User + system CPU time of this process (all threads, no children).

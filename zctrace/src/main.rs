@@ -30,7 +30,9 @@ fn main() -> ExitCode {
         #[cfg(feature = "bench")]
         Command::Workload(args) => commands::workload(&args).map(|()| 0),
         #[cfg(feature = "bench")]
-        Command::Floor { command } => commands::floor(&command),
+        Command::Floor { mechanism, command } => commands::floor(mechanism, &command),
+        #[cfg(feature = "bench")]
+        Command::Syscalls { pairs } => commands::syscalls(pairs).map(|()| 0),
         #[cfg(feature = "bench")]
         Command::Memcpy { size } => commands::memcpy(size).map(|()| 0),
     };

@@ -105,6 +105,10 @@ pub enum ProbeError {
     TooManyRows(u32, usize),
     #[error("cannot map the counter rows into memory: {0}")]
     MapRows(std::io::Error),
+    /// The bench's floor could not be set up.
+    #[cfg(feature = "bench")]
+    #[error("{0}")]
+    Floor(String),
     #[error("hook {} could not be attached or detached: {reason}", hook.target())]
     Attach { hook: Hook, reason: AttachError },
 }
@@ -422,19 +426,58 @@ impl Probes {
     /// The overhead floor: empty programs on the tracepoint tier's hooks
     /// (nothing is counted). Returns the probes (detached on drop) and how
     /// many hooks attached.
+    /// `mechanism` picks which: every tracepoint hook, the two syscall
+    /// tracepoints alone, or fexit on the read and write system calls'
+    /// functions (an error with the kernel's reason where fexit is
+    /// refused).
     #[cfg(feature = "bench")]
-    pub fn load_floor() -> Result<(Self, usize), ProbeError> {
+    pub fn load_floor(mechanism: crate::cli::FloorMechanism) -> Result<(Self, usize), ProbeError> {
+        use crate::cli::FloorMechanism;
+        if mechanism == FloorMechanism::Zctrace {
+            let probes = Probes::load(ProbeOptions::default())?;
+            let attached = probes.hooks().iter().filter(|h| h.attached).count();
+            return Ok((probes, attached));
+        }
         let aya_btf = aya::Btf::from_sys_fs().ok();
         let mut ebpf = EbpfLoader::new()
             .btf(aya_btf.as_ref())
             .allow_unsupported_maps()
             .load(EBPF_OBJECT)?;
         let mut attached = 0;
+        let wanted = |h: Hook| match mechanism {
+            FloorMechanism::Hooks => true,
+            FloorMechanism::SyscallTracepoints => matches!(h, Hook::SysEnter | Hook::SysExit),
+            FloorMechanism::Fexit | FloorMechanism::Zctrace => false,
+        };
+        if mechanism == FloorMechanism::Fexit {
+            let btf = aya_btf
+                .as_ref()
+                .ok_or_else(|| ProbeError::Floor("the kernel's BTF could not be read".into()))?;
+            // The syscall functions' names carry the architecture's prefix.
+            let prefix = if cfg!(target_arch = "aarch64") {
+                "__arm64_sys_"
+            } else {
+                "__x64_sys_"
+            };
+            for (program, call) in [("floor_fexit_read", "read"), ("floor_fexit_write", "write")] {
+                let target = format!("{prefix}{call}");
+                let p = ebpf
+                    .program_mut(program)
+                    .ok_or(ProbeError::MissingMap(program))?;
+                let p: &mut aya::programs::FExit = p.try_into().map_err(aya::EbpfError::from)?;
+                let fail = |e: aya::programs::ProgramError| {
+                    ProbeError::Floor(format!("fexit on {target}: {}", error_chain(&e)))
+                };
+                p.load(&target, btf).map_err(fail)?;
+                p.attach().map_err(fail)?;
+                attached += 1;
+            }
+        }
         if let Some(p) = ebpf.program_mut(FLOOR_RAW) {
             let p: &mut RawTracePoint = p.try_into().map_err(aya::EbpfError::from)?;
             p.load().map_err(aya::EbpfError::from)?;
             for h in Hook::ALL {
-                if h.spec().kind == Kind::RawTracepoint {
+                if h.spec().kind == Kind::RawTracepoint && wanted(h) {
                     attached += usize::from(p.attach(h.target()).is_ok());
                 }
             }
@@ -442,7 +485,7 @@ impl Probes {
         // One empty BTF tracepoint program per BTF tracepoint hook.
         for h in Hook::ALL {
             let spec = h.spec();
-            if spec.kind != Kind::BtfTracepoint {
+            if spec.kind != Kind::BtfTracepoint || !wanted(h) {
                 continue;
             }
             if let (Some(btf), Some(p)) = (
