@@ -102,7 +102,7 @@ enum Cmd {
     /// and measure what each way of hooking the syscalls costs an
     /// untraced process; rewrites that section of BENCHMARKS.md.
     VmBench {
-        /// 6.1, 6.12, arm64-6.1, arm64-6.12 or all.
+        /// 6.1, 6.12, arm64-6.1, arm64-6.12 (comma-separated) or all.
         #[arg(long, default_value = "all")]
         kernel: String,
     },
