@@ -3,7 +3,7 @@
 //! a [`TopView`] with a [`Ranker`]; the dashboard and the JSON and text
 //! reports only sort, filter and show it.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{collections::HashMap, time::Instant};
 
 use serde::Serialize;
 use zctrace_common::Method;
@@ -165,7 +165,7 @@ pub struct TopView {
 /// Turns cumulative report rows into per-process rates.
 #[derive(Debug)]
 pub struct Ranker {
-    last: BTreeMap<u32, Totals>,
+    last: HashMap<u32, Totals>,
     at: Instant,
     exited: Exited,
 }
@@ -173,7 +173,7 @@ pub struct Ranker {
 impl Ranker {
     pub fn new(started: Instant) -> Self {
         Ranker {
-            last: BTreeMap::new(),
+            last: HashMap::new(),
             at: started,
             exited: Exited::default(),
         }
@@ -194,27 +194,38 @@ impl Ranker {
         taken: Instant,
     ) -> TopView {
         let secs = taken.saturating_duration_since(self.at).as_secs_f64();
-        let mut by: BTreeMap<u32, TopProcess> = BTreeMap::new();
+        // In the order the rows name them (the ranking below orders them);
+        // a process's rows usually come together, so the index is asked
+        // only when the process changes.
+        let mut processes: Vec<TopProcess> = Vec::new();
+        let mut at: HashMap<u32, usize> = HashMap::new();
         for r in rows {
             // The overflow row is nobody's.
             if r.pid == 0 {
                 continue;
             }
-            let p = by.entry(r.pid).or_insert_with(|| TopProcess {
-                pid: r.pid,
-                comm: r.comm.clone(),
-                exited: false,
-                methods: Vec::new(),
-                per_second: Rates::default(),
-                total: Totals::default(),
-                rows: Vec::new(),
-                active: false,
-            });
+            let i = match processes.last() {
+                Some(p) if p.pid == r.pid => processes.len() - 1,
+                _ => *at.entry(r.pid).or_insert_with(|| {
+                    processes.push(TopProcess {
+                        pid: r.pid,
+                        comm: r.comm.clone(),
+                        exited: false,
+                        methods: Vec::new(),
+                        per_second: Rates::default(),
+                        total: Totals::default(),
+                        rows: Vec::new(),
+                        active: false,
+                    });
+                    processes.len() - 1
+                }),
+            };
+            let p = &mut processes[i];
             p.total.add_row(&r);
             p.rows.push(r);
         }
-        let mut next = BTreeMap::new();
-        for p in by.values_mut() {
+        let mut next = HashMap::with_capacity(processes.len());
+        for p in &mut processes {
             let prev = self.last.get(&p.pid).copied().unwrap_or_default();
             if secs > 0.0 {
                 p.per_second = p.total.rates(&prev, secs);
@@ -243,7 +254,6 @@ impl Ranker {
         }
         self.last = next;
         self.at = taken;
-        let mut processes: Vec<TopProcess> = by.into_values().collect();
         rank(&mut processes, SortKey::CopyRate);
         TopView {
             period_s: secs,
