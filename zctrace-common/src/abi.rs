@@ -12,6 +12,11 @@ pub const MAX_URING_REQS: u32 = 16_384;
 /// Disk requests queued by traced threads and not yet issued that zctrace
 /// remembers at once (an LRU map: the oldest are pushed out).
 pub const MAX_BLOCK_RQS: u32 = 4_096;
+/// Calls whose disk requests, queued before anything had classified the
+/// call, are waiting for the call's row (an LRU map: a request issued
+/// after its call's entry was pushed out is counted as unattributed,
+/// no_row).
+pub const MAX_CALL_RQS: u32 = 1_024;
 /// Upper bound on counter rows: one per (process, method, call, flow),
 /// and per thread too where asked (`Settings::per_thread`).
 pub const MAX_COUNTER_ROWS: u32 = 32_768;

@@ -110,7 +110,11 @@ pub struct ThreadState {
     /// so that the verifier checks what follows once, not once per family
     /// (see `syscalls::family`).
     pub family: u32,
-    pub _reserved2: u32,
+    /// Non-zero while disk requests queued inside the call in flight,
+    /// before anything had classified it, wait for its row: the stamp of
+    /// their accumulator (see `block::CALL_RQS`), settled when the call
+    /// returns.
+    pub rq_stamp: u32,
     // Fourth line: the memo. 384 bytes in all: six whole cache lines (the
     // thread table's values start page aligned).
     /// The thread's last classifications of single-fd reads and writes,
@@ -311,7 +315,7 @@ impl ThreadState {
         deferred_any: 0,
         enter_session: 0,
         family: 0,
-        _reserved2: 0,
+        rq_stamp: 0,
         memo: [EnterMemo::EMPTY; MEMO_SIZE],
         deferred: [0; DEFERRED_SLOTS],
         scratch: [0; 16 - DEFERRED_SLOTS],

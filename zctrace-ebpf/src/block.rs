@@ -12,6 +12,12 @@
 //! traced thread issues it. A request issued without an insert is charged
 //! to the issuing thread.
 //!
+//! A request queued inside a syscall nothing has classified yet (the call
+//! is classified when it returns) waits for that call's row: it is tied
+//! to an accumulator of the call (`CALL_RQS`), which its issue adds its
+//! bytes to and the call's return settles on the call's row, whichever
+//! comes second charging them (atomically, so once).
+//!
 //! A driver may refuse a request it was just issued (its ring is full):
 //! the kernel requeues it (`block_rq_requeue`) and issues it again later,
 //! and the issue tracepoint fires each time. The bytes move once, so a
@@ -19,19 +25,17 @@
 //! nothing.
 
 use aya_ebpf::{
-    macros::map,
-    maps::{LruHashMap, ProgramArray},
+    bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, macros::map, maps::LruHashMap,
     programs::RawTracePointContext,
 };
-use zctrace_common::{Call, CounterKey, MAX_BLOCK_RQS, chain, counter, ledger, stat};
+use zctrace_common::{CounterKey, MAX_BLOCK_RQS, MAX_CALL_RQS, ThreadState, counter, ledger};
 
 use crate::{
-    kernel::{current_is_kthread, in_syscall, layout, read},
+    kernel::{current_is_kthread, layout, read},
     state::{
-        Task, charge, charge_row, current_regs_ptr, current_traced, ledger_add, row_for, row_key,
-        row_key_now, row_of, stat_add,
+        Now, Regs, Task, charge, charge_row, current_traced, fetch_add, ledger_add, now, row_for,
+        row_key, swap,
     },
-    syscalls::classify_in_flight,
 };
 
 /// `REQ_OP_MASK`, `REQ_OP_READ`, `REQ_OP_WRITE` (include/linux/blk_types.h).
@@ -48,6 +52,9 @@ const COUNTED: u32 = 2;
 /// Queued by a kernel thread (writeback, a requeue worker) that zctrace
 /// does not trace: in scope, nobody's (the ledger's kernel_thread).
 const KERNEL: u32 = 3;
+/// Queued by a traced thread inside a call nothing had classified yet:
+/// `key` names the call's accumulator in `CALL_RQS` (see [`call_id`]).
+const IN_CALL: u32 = 4;
 
 /// What is known of a request between insert (or requeue) and issue.
 #[repr(C)]
@@ -100,7 +107,7 @@ pub fn try_rq_insert(ctx: &RawTracePointContext) -> Result<(), ()> {
     let rq = ctx.arg::<u64>(0);
     payload_counter(rq).ok_or(())?;
     let (key, state) = match current_traced() {
-        Some(task) => (key_now(ctx, task).ok_or(())?, TRACED),
+        Some(task) => key_now(task).ok_or(())?,
         None if current_is_kthread() => (CounterKey::OVERFLOW, KERNEL),
         None => (CounterKey::OVERFLOW, UNTRACED),
     };
@@ -113,50 +120,134 @@ pub fn try_rq_insert(ctx: &RawTracePointContext) -> Result<(), ()> {
         .map_err(|_| ())
 }
 
-/// The row key of the traced thread queueing a request. Inside a syscall
-/// nothing has classified yet, `block_rq_insert_classify` classifies it
-/// and hands the request back to `block_rq_insert`, which then finds it
-/// classified.
+/// Where a request the traced `task` queues now is to be charged: the
+/// key of the row it is in (kept rather than the row's index, which
+/// userspace may give to another key before the issue), or, inside a call
+/// nothing has classified yet, the call's accumulator.
 #[inline(always)]
-fn key_now(ctx: &RawTracePointContext, task: Task) -> Option<CounterKey> {
-    if let Some(key) = row_key_now(task) {
-        return Some(key);
+fn key_now(task: Task) -> Option<(CounterKey, u32)> {
+    match now(task, Regs::Current) {
+        Now::User(r) | Now::Call(r) => Some((row_key(r)?, TRACED)),
+        // SAFETY: this thread's live state, in its own context.
+        Now::Defer(st) => Some((open_call(unsafe { &mut *st })?, IN_CALL)),
     }
-    // SAFETY: the chain holds raw tracepoint programs of this hook.
-    unsafe { INSERT_CHAIN.tail_call(ctx, chain::CLASSIFY) };
-    // Not reached unless the hand-over failed: the thread's current
-    // method's row, and said.
-    stat_add(stat::CHAIN_FAILED, 1);
-    if task.st.is_null() {
-        return None;
-    }
-    // SAFETY: this thread's live state.
-    let st = unsafe { &mut *task.st };
-    row_key(row_of(st, st.current, Call::None as u32, 0))
 }
 
-/// `block_rq_insert_classify`: classifies the call in flight of the thread
-/// queueing a request (see `key_now`), then back to `block_rq_insert`.
-pub fn try_insert_classify<const SPLIT: bool>(ctx: &RawTracePointContext) -> Result<(), ()> {
-    let task = current_traced().ok_or(())?;
-    if task.st.is_null() {
-        return Ok(());
-    }
-    // SAFETY: this thread's live state.
-    let st = unsafe { &mut *task.st };
-    let regs = current_regs_ptr();
-    if st.call == Call::None as u32 && in_syscall(regs) {
-        classify_in_flight::<SPLIT>(st, &task, regs);
-    }
-    // SAFETY: as in `key_now`.
-    unsafe { INSERT_CHAIN.tail_call(ctx, chain::BACK) };
-    stat_add(stat::CHAIN_FAILED, 1);
-    Ok(())
+/// A call's requests waiting for its row: the bytes issued so far, by
+/// direction, and, once the call has returned (`closed`), its row's key.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CallRqs {
+    bytes: [u64; 2],
+    closed: u64,
+    key: CounterKey,
+    _pad: u32,
 }
 
-/// block_rq_insert's chain (see `key_now`).
+/// The accumulators of calls with such requests, by [`call_id`].
 #[map]
-pub static INSERT_CHAIN: ProgramArray = ProgramArray::with_max_entries(chain::SLOTS, 0);
+static CALL_RQS: LruHashMap<u64, CallRqs> = LruHashMap::with_max_entries(MAX_CALL_RQS, 0);
+
+/// An accumulator's id: the thread and the stamp its call took (the low
+/// bits of the clock when its first request was queued: a thread id used
+/// again later is not taken for the old thread's call).
+#[inline(always)]
+fn call_id(tid: u32, stamp: u32) -> u64 {
+    u64::from(tid) << 32 | u64::from(stamp)
+}
+
+/// [`IN_CALL`]'s `key` field carries the call's id.
+#[inline(always)]
+fn in_call_key(id: u64) -> CounterKey {
+    CounterKey {
+        tgid: (id >> 32) as u32,
+        tid: id as u32,
+        ..CounterKey::OVERFLOW
+    }
+}
+
+/// The accumulator of `st`'s call in flight (opened with its first
+/// request), as the key its requests remember.
+#[inline(always)]
+fn open_call(st: &mut ThreadState) -> Option<CounterKey> {
+    if st.rq_stamp == 0 {
+        // SAFETY: a plain helper call.
+        let stamp = (unsafe { bpf_ktime_get_ns() } as u32) | 1;
+        let acc = CallRqs {
+            bytes: [0; 2],
+            closed: 0,
+            key: CounterKey::OVERFLOW,
+            _pad: 0,
+        };
+        CALL_RQS
+            .insert(call_id(st.tid, stamp), acc, u64::from(BPF_NOEXIST))
+            .ok()?;
+        st.rq_stamp = stamp;
+        // The call's return settles it with what hooks deferred.
+        st.deferred_any = 1;
+    }
+    Some(in_call_key(call_id(st.tid, st.rq_stamp)))
+}
+
+/// The slot of an accumulator's bytes for a payload counter.
+#[inline(always)]
+fn direction(idx: usize) -> usize {
+    usize::from(idx == counter::DISK_WRITE_BYTES)
+}
+
+/// Takes what `acc` holds of counter `idx` (atomically: the issue and the
+/// call's return may both try) and charges it to `row`.
+#[inline(always)]
+fn take(acc: *mut CallRqs, idx: usize, row: u32) {
+    // SAFETY: a live map value; the swap is atomic.
+    let v = swap(unsafe { &raw mut (*acc).bytes[direction(idx)] }, 0);
+    if v != 0 {
+        charge_row(row, idx, v);
+    }
+}
+
+/// The issue of a request queued in a call nothing had classified: its
+/// bytes go to the call's accumulator, and are charged at once if the call
+/// has returned meanwhile.
+#[inline(always)]
+fn issue_in_call(key: &CounterKey, idx: usize, len: u64) {
+    let id = u64::from(key.tgid) << 32 | u64::from(key.tid);
+    let Some(acc) = CALL_RQS.get_ptr_mut(id) else {
+        // Pushed out of the map: nobody's, and said.
+        ledger_add(ledger::unattributed(idx, ledger::NO_ROW), len);
+        return;
+    };
+    // SAFETY: a live map value; the add is atomic and fully ordered, so
+    // `closed` is read after it.
+    fetch_add(unsafe { &raw mut (*acc).bytes[direction(idx)] }, len);
+    // SAFETY: as above.
+    if unsafe { core::ptr::read_volatile(&(*acc).closed) } != 0 {
+        // SAFETY: written before `closed` was set.
+        let key = unsafe { core::ptr::read_volatile(&(*acc).key) };
+        take(acc, idx, row_for(&key));
+    }
+}
+
+/// The call `st` returns from (or exits in) has its row, `row`: the bytes
+/// its requests issued so far are charged there, and later issues are
+/// charged there at once.
+#[inline(never)]
+pub fn settle_call(st: &mut ThreadState, row: u32) {
+    let id = call_id(st.tid, st.rq_stamp);
+    st.rq_stamp = 0;
+    let Some(acc) = CALL_RQS.get_ptr_mut(id) else {
+        return;
+    };
+    if let Some(key) = row_key(row) {
+        // SAFETY: a live map value; `closed` is set by a fully ordered
+        // swap after the key is written.
+        unsafe { core::ptr::write_volatile(&raw mut (*acc).key, key) };
+    }
+    // SAFETY: as above.
+    swap(unsafe { &raw mut (*acc).closed }, 1);
+    take(acc, counter::DISK_READ_BYTES, row);
+    take(acc, counter::DISK_WRITE_BYTES, row);
+}
 
 /// `block_rq_requeue(rq)`: the request goes back to the queue after its
 /// issue was counted.
@@ -180,6 +271,7 @@ pub fn try_rq_issue(ctx: &RawTracePointContext) -> Result<(), ()> {
         let _ = BLOCK_RQS.remove(rq);
         match p.state {
             TRACED => charge_row(row_for(&p.key), idx, u64::from(len)),
+            IN_CALL => issue_in_call(&p.key, idx, u64::from(len)),
             KERNEL => ledger_add(
                 ledger::unattributed(idx, ledger::KERNEL_THREAD),
                 u64::from(len),

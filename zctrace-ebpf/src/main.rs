@@ -105,19 +105,6 @@ pub fn block_rq_insert(ctx: RawTracePointContext) -> i32 {
     block::try_rq_insert(&ctx).map_or(0, |()| 0)
 }
 
-/// block_rq_insert's classifier, reached by a tail call (see
-/// `block::key_now`); never attached itself.
-#[raw_tracepoint(tracepoint = "block_rq_insert")]
-pub fn block_rq_insert_classify(ctx: RawTracePointContext) -> i32 {
-    block::try_insert_classify::<false>(&ctx).map_or(0, |()| 0)
-}
-
-/// The same, in the form older verifiers check within their budget.
-#[raw_tracepoint(tracepoint = "block_rq_insert")]
-pub fn block_rq_insert_classify_split(ctx: RawTracePointContext) -> i32 {
-    block::try_insert_classify::<true>(&ctx).map_or(0, |()| 0)
-}
-
 #[raw_tracepoint(tracepoint = "block_rq_requeue")]
 pub fn block_rq_requeue(ctx: RawTracePointContext) -> i32 {
     block::try_rq_requeue(&ctx).map_or(0, |()| 0)

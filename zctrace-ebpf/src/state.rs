@@ -625,13 +625,30 @@ fn row_index(key: &CounterKey, limit: u32) -> Option<u32> {
 /// instruction since Linux 5.12, but LLVM emits it only for BPF CPU v3 and
 /// the build uses the generic CPU, so it is written out here.
 #[inline(always)]
-fn fetch_add(p: *mut u64, v: u64) -> u64 {
+pub fn fetch_add(p: *mut u64, v: u64) -> u64 {
     let mut r = v;
     // SAFETY: `p` is a live, aligned map value; the instruction is the
     // BPF_ATOMIC | BPF_FETCH add, which the verifier checks like any store.
     unsafe {
         core::arch::asm!(
             "{r} = atomic_fetch_add((u64 *)({p} + 0), {r})",
+            p = in(reg) p,
+            r = inout(reg) r,
+        );
+    }
+    r
+}
+
+/// Atomically swaps `*p` for `v` and returns the old value (BPF_XCHG, like
+/// `fetch_add` written out for the generic CPU; fully ordered).
+#[inline(always)]
+pub fn swap(p: *mut u64, v: u64) -> u64 {
+    let mut r = v;
+    // SAFETY: `p` is a live, aligned map value; BPF_ATOMIC | BPF_XCHG is
+    // checked by the verifier like any store.
+    unsafe {
+        core::arch::asm!(
+            "{r} = xchg_64({p} + 0, {r})",
             p = in(reg) p,
             r = inout(reg) r,
         );
@@ -781,22 +798,6 @@ pub fn now(task: Task, regs: Regs) -> Now {
     Now::User(row_of(st, st.current, Call::None as u32, 0))
 }
 
-/// The key of the row `task` is in now, for work it starts that finishes
-/// in another context (a disk request issued later by a kernel worker):
-/// charged there with `row_for(key)`, which finds the row again, or makes
-/// it anew if userspace released it meanwhile (a row index kept instead
-/// could by then belong to another key). None inside a syscall nothing has
-/// classified yet: the caller has it classified first (see
-/// `block::try_rq_insert`).
-#[inline(always)]
-pub fn row_key_now(task: Task) -> Option<CounterKey> {
-    let idx = match now(task, Regs::Current) {
-        Now::User(r) | Now::Call(r) => r,
-        Now::Defer(..) => return None,
-    };
-    row_key(idx)
-}
-
 /// The key of row `idx`.
 #[inline(always)]
 pub fn row_key(idx: u32) -> Option<CounterKey> {
@@ -860,6 +861,9 @@ fn defer(st: *mut ThreadState, idx: usize, by: u64) {
 pub fn flush_deferred(st: &mut ThreadState, row: u32) {
     // SAFETY: plain and atomic accesses to this thread's live state.
     unsafe { core::ptr::write_volatile(&mut st.deferred_any, 0) };
+    if st.rq_stamp != 0 {
+        crate::block::settle_call(st, row);
+    }
     let mut i = 0;
     while i < DEFERRED_SLOTS {
         // SAFETY: as above.

@@ -283,20 +283,13 @@ impl Hook {
                 "transmitted bytes: loopback vs device DMA",
                 Some("floor_net_dev_xmit"),
             ),
-            Hook::BlockRqInsert => Spec {
-                chain: Some(Chain {
-                    program: "block_rq_insert_classify",
-                    split: "block_rq_insert_classify_split",
-                    map: "INSERT_CHAIN",
-                }),
-                ..tracepoint(
-                    "block_rq_insert",
-                    Raw,
-                    false,
-                    "who queued each disk request (a scheduler issues it later, often from a worker)",
-                    Some(FLOOR_RAW),
-                )
-            },
+            Hook::BlockRqInsert => tracepoint(
+                "block_rq_insert",
+                Raw,
+                false,
+                "who queued each disk request (a scheduler issues it later, often from a worker)",
+                Some(FLOOR_RAW),
+            ),
             Hook::BlockRqRequeue => tracepoint(
                 "block_rq_requeue",
                 Raw,

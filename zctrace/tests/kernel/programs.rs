@@ -178,3 +178,61 @@ fn disk_reads_queued_behind_an_untraced_fio_are_dd_s_once_each() {
         assert!(num(&disk, "unattributed") < 1048576.0, "{disk}");
     }
 }
+
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn tar_reading_cold_files_is_charged_every_disk_byte() {
+    // tar opens each file anew, so its first read of each is a call
+    // nothing has classified when its readahead queues the disk requests:
+    // they wait for the call's row, and are charged there when the call
+    // returns or when they are issued, whichever comes second. Every byte
+    // of the files comes from the disk and is tar's, none unattributed.
+    let _guard = serial();
+    let s = Scratch::new();
+    let dir = s.path("cold");
+    std::fs::create_dir(&dir).expect("mkdir");
+    const FILES: u64 = 16;
+    const LEN: u64 = 2 << 20;
+    for i in 0..FILES {
+        let data: Vec<u8> = (0..LEN).map(|b| (b * 7 + i) as u8).collect();
+        std::fs::write(format!("{dir}/f{i:02}"), data).expect("write");
+    }
+    // Written back, then evicted: a read can only come from the disk.
+    rustix::fs::sync();
+    for i in 0..FILES {
+        evict(&format!("{dir}/f{i:02}"));
+    }
+    let report = s.path("tar.jsonl");
+    // Not to /dev/null, which GNU tar takes as leave to read nothing.
+    let archive = s.path("cold.tar");
+    let out = zctrace(&[
+        "run", "--json", "-o", &report, "--", "tar", "-cf", &archive, "-C", &dir, ".",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = final_report(&report, &out);
+    let rows = last["rows"].as_array().expect("rows");
+    let read: f64 = rows
+        .iter()
+        .filter(|r| r["comm"] == "tar")
+        .map(|r| num(r, "measured.dma_bytes.disk_read"))
+        .sum();
+    // The files, and at most a little of the directory and inodes.
+    assert_between(
+        "tar's disk read",
+        read,
+        (FILES * LEN) as f64,
+        (FILES * LEN) as f64 + 262_144.0,
+    );
+    let disk = last["stats"]["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .find(|a| a["name"] == "disk_read")
+        .expect("disk_read account")
+        .clone();
+    assert!(num(&disk, "unattributed") < 1048576.0, "{disk}");
+}
