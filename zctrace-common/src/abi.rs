@@ -167,7 +167,7 @@ impl Event {
 }
 
 /// Indexes into the per-CPU statistics array.
-/// Slots of the program chains (`EXIT_CHAIN`, `INSERT_CHAIN`): a hook's
+/// Slots of the program chains (`EXIT_CHAIN`): a hook's
 /// program hands a call it cannot classify cheaply to its classifier,
 /// which classifies it and hands it back.
 pub mod chain {

@@ -50,7 +50,11 @@ pub struct LogEntry {
     pub comm: String,
     pub what: String,
     pub method: Method,
+    /// The call's raw result (0 for forks and exits).
     pub ret: i64,
+    /// Whether a non-negative `ret` is a byte count (a read's, a send's),
+    /// not an address (mmap) or a count of something else.
+    pub counts_bytes: bool,
     pub fd: FdKind,
     pub dur_ns: u64,
 }
@@ -501,11 +505,9 @@ impl App {
     }
 
     fn push_log(&mut self, e: &Event) {
+        let call = Call::from_u32(e.call).unwrap_or(Call::Other);
         let what = match e.kind {
-            event_kind::SYSCALL => Call::from_u32(e.call)
-                .unwrap_or(Call::Other)
-                .name()
-                .to_owned(),
+            event_kind::SYSCALL => call.name().to_owned(),
             event_kind::FORK => format!("fork -> {}", e.ret),
             event_kind::PROCESS_EXIT => "exit".into(),
             _ => return,
@@ -528,6 +530,7 @@ impl App {
             } else {
                 0
             },
+            counts_bytes: e.kind == event_kind::SYSCALL && call.returns_bytes(),
             fd: FdKind::from_u32(e.in_kind),
             dur_ns: e.dur_ns,
         });
