@@ -312,6 +312,7 @@ pub fn hooks(args: &HooksArgs) -> Result<()> {
             );
         }
     }
+    s += &crate::probe::mechanism::Mechanism::of(probes.hooks()).describe();
     let maps = probes.map_memory();
     s += &format!(
         "maps: {} in {} maps, as the kernel charges them (task storage grows per thread)\n",

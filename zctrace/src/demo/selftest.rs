@@ -202,6 +202,11 @@ pub fn run(dir: &Path) -> Result<(String, u8)> {
             return Ok((s, 1));
         }
     };
+    let _ = writeln!(
+        s,
+        "note syscalls on the raw syscall tracepoint; fexit on the I/O syscalls' own functions: {}",
+        crate::probe::mechanism::Mechanism::of(probes.hooks()).fexit_here()
+    );
     for h in probes.hooks() {
         match &h.reason {
             None => {

@@ -128,6 +128,19 @@ pub type Preloaded = HashMap<&'static str, Result<(), AttachError>>;
 
 /// Whether the copy sites skip fexit (`ZCTRACE_COPY_SITE=kprobe`, to test
 /// the kprobe fallback).
+/// Why a copy site attached by neither fexit nor kprobe (see
+/// [`fexit_refusal`], which reads the fexit part back).
+pub(crate) fn copy_site_reason(fexit: &str, kprobe: &str) -> String {
+    // (aya's messages may end in a full stop.)
+    format!("fexit: {}; kprobe: {kprobe}", fexit.trim_end_matches('.'))
+}
+
+/// The kernel's answer to fexit in a copy site's reason for not attaching.
+pub fn fexit_refusal(reason: &str) -> Option<&str> {
+    let rest = reason.strip_prefix("fexit: ")?;
+    Some(rest.split_once("; kprobe: ").map_or(rest, |(f, _)| f))
+}
+
 fn fexit_skipped() -> bool {
     std::env::var("ZCTRACE_COPY_SITE").as_deref() == Ok("kprobe")
 }
@@ -433,10 +446,8 @@ pub fn attach(
                             let _ = p.unload();
                         }
                     }
-                    // (aya's messages may end in a full stop.)
-                    let fexit_msg = fexit_err.message.trim_end_matches('.');
                     Err(AttachError {
-                        message: format!("fexit: {fexit_msg}; kprobe: {}", e.message),
+                        message: copy_site_reason(&fexit_err.message, &e.message),
                         errno: fexit_err.errno.or(e.errno),
                     })
                 }

@@ -9,6 +9,7 @@ pub mod attach;
 mod batch;
 pub mod btf;
 mod maps;
+pub mod mechanism;
 pub mod memory;
 mod rows;
 
