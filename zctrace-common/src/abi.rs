@@ -123,6 +123,9 @@ pub mod event_kind {
     pub const FORK: u32 = 3;
     /// A traced process ran execve: its new name is in `comm`.
     pub const EXEC: u32 = 4;
+    /// A traced process's main thread took a new name (prctl
+    /// PR_SET_NAME, a write to /proc/PID/comm; an exec too): in `comm`.
+    pub const RENAME: u32 = 5;
 }
 
 /// One entry of the live event stream.

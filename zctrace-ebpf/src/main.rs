@@ -70,6 +70,11 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     sched::try_exit(&ctx).map_or(0, |()| 0)
 }
 
+#[raw_tracepoint(tracepoint = "task_rename")]
+pub fn task_rename(ctx: RawTracePointContext) -> i32 {
+    sched::try_rename(&ctx).map_or(0, |()| 0)
+}
+
 #[raw_tracepoint(tracepoint = "cgroup_attach_task")]
 pub fn cgroup_attach_task(_ctx: RawTracePointContext) -> i32 {
     sched::try_cgroup_attach().map_or(0, |()| 0)

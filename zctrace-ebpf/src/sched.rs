@@ -2,7 +2,7 @@
 //! following forks and exits of traced processes.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use zctrace_common::{Call, Event, Method, counter, event_kind, stat};
@@ -162,6 +162,45 @@ pub fn try_exit(_ctx: &RawTracePointContext) -> Result<(), ()> {
         call: 0,
         in_kind: 0,
         comm: current_comm(),
+    });
+    Ok(())
+}
+
+/// `task_rename(task, comm)`: a task takes a new name, in the context of
+/// whoever renames it (the task itself by prctl or exec, or a writer of
+/// its /proc/PID/comm). A traced process's main thread's new name is sent
+/// to userspace, which then never reads /proc for names unless an event
+/// was dropped. With a cgroup target every process's is sent (whether the
+/// renamed task is in the subtree is not cheap to tell here); userspace
+/// keeps names only of processes it knows.
+pub fn try_rename(ctx: &RawTracePointContext) -> Result<(), ()> {
+    let task = ctx.arg::<u64>(0);
+    let pid: u32 = read(task, layout!(task_pid)).ok_or(())?;
+    let tgid: u32 = read(task, layout!(task_tgid)).ok_or(())?;
+    if pid != tgid || pid == 0 {
+        return Ok(());
+    }
+    let s = settings();
+    if s.trace_all == 0 && s.cgroup_id == 0 && TRACED.get_ptr(tgid).is_none() {
+        return Ok(());
+    }
+    let mut comm = [0u8; 16];
+    // SAFETY: a kernel string; the helper checks the address and stops at
+    // the buffer's end.
+    unsafe {
+        bpf_probe_read_kernel_str_bytes(ctx.arg::<*const u8>(1), &mut comm).map_err(|_| ())?;
+    }
+    emit(&Event {
+        ts_ns: 0,
+        dur_ns: 0,
+        ret: 0,
+        tgid,
+        tid: pid,
+        kind: event_kind::RENAME,
+        method: 0,
+        call: 0,
+        in_kind: 0,
+        comm,
     });
     Ok(())
 }

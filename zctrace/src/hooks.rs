@@ -106,6 +106,7 @@ pub enum Hook {
     UringComplete,
     UringCqeOverflow,
     CgroupAttachTask,
+    TaskRename,
     SiteFilemapRead,
     SiteShmemRead,
     SitePerformWrite,
@@ -162,7 +163,7 @@ const fn site(
 }
 
 impl Hook {
-    pub const ALL: [Hook; 25] = [
+    pub const ALL: [Hook; 26] = [
         Hook::SysEnter,
         Hook::SysExit,
         Hook::SchedSwitch,
@@ -180,6 +181,7 @@ impl Hook {
         Hook::UringComplete,
         Hook::UringCqeOverflow,
         Hook::CgroupAttachTask,
+        Hook::TaskRename,
         Hook::SiteFilemapRead,
         Hook::SiteShmemRead,
         Hook::SitePerformWrite,
@@ -334,6 +336,13 @@ impl Hook {
                 Raw,
                 false,
                 "--cgroup: processes moved into the cgroup are traced from then on",
+                Some(FLOOR_RAW),
+            ),
+            Hook::TaskRename => tracepoint(
+                "task_rename",
+                Raw,
+                false,
+                "process names as they change (else /proc is read again every 10 s)",
                 Some(FLOOR_RAW),
             ),
             Hook::SiteFilemapRead => site(

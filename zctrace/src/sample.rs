@@ -123,18 +123,22 @@ pub struct Sampler {
     retired: Snapshot,
     ranker: Option<Ranker>,
     metrics: Option<Arc<Exporter>>,
+    /// The kernel's count of dropped events at the last sample.
+    events_dropped: u64,
 }
 
 impl Sampler {
     pub fn new(mut probes: Probes, opts: SamplerOptions) -> Self {
         let ring = probes.take_events().ok();
+        let hooks = probes.hook_set();
         Sampler {
-            hooks: probes.hook_set(),
+            hooks,
             probes,
             hide: opts.hide,
             processes: opts.processes,
             ring,
-            names: Names::default(),
+            names: Names::new(hooks.has(crate::hooks::Hook::TaskRename)),
+            events_dropped: 0,
             events_on: false,
             pending: Vec::new(),
             baseline: Snapshot::default(),
@@ -212,6 +216,12 @@ impl Sampler {
         let events = std::mem::take(&mut self.pending);
         let taken = Instant::now();
         let (mut raw, stats) = self.probes.snapshot_and_stats()?;
+        if stats.events_dropped != self.events_dropped {
+            // An exit, exec or rename may be among the drops (the count
+            // starts again at a reset: any change is a reason to look).
+            self.events_dropped = stats.events_dropped;
+            self.names.lost_events();
+        }
         // Processes that have exited: the rows listed now are final.
         let dead = match self.retire {
             Retire::Never => Vec::new(),

@@ -111,20 +111,47 @@ struct JsonLine<'a> {
 }
 
 /// Process names, looked up once, kept after the process exits.
-#[derive(Default)]
 pub struct Names {
     /// Name, exited, and when /proc was last read for it.
     names: BTreeMap<u32, (String, bool, Option<std::time::Instant>)>,
     /// Processes already looked up in /proc during this sample.
     fresh: std::collections::BTreeSet<u32>,
+    /// How often a live process's name and state are read from /proc
+    /// again: without the rename hook, to catch renames (prctl
+    /// PR_SET_NAME) and what a dropped event would have said; with it,
+    /// never, unless the kernel dropped an event (see `lost_events`).
+    backstop: Option<std::time::Duration>,
 }
 
-/// How often a live process's name and state are read from /proc again:
-/// the kernel reports every exec and exit as events, so this only catches
-/// what a dropped event (counted in every report) would have said.
+impl Default for Names {
+    fn default() -> Self {
+        Names::new(false)
+    }
+}
+
+/// See [`Names::backstop`].
 const NAME_BACKSTOP: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Names {
+    /// `renames`: the kernel reports renames (the `task_rename` hook), as
+    /// it does every exec and exit.
+    pub fn new(renames: bool) -> Self {
+        Names {
+            names: BTreeMap::new(),
+            fresh: std::collections::BTreeSet::new(),
+            backstop: (!renames).then_some(NAME_BACKSTOP),
+        }
+    }
+
+    /// The kernel dropped events (counted in every report): an exit, an
+    /// exec or a rename may be among them, so every live process's name
+    /// and state are read from /proc again when next needed.
+    pub fn lost_events(&mut self) {
+        for e in self.names.values_mut().filter(|e| !e.1) {
+            e.2 = None;
+        }
+    }
+
     /// The current name while the process lives (it changes at exec), the
     /// last one known after it exits. /proc is read at first sight, then
     /// only every `NAME_BACKSTOP` (exec and exit events keep names and
@@ -149,7 +176,7 @@ impl Names {
             .or_insert_with(|| ("?".into(), false, None));
         let recent = entry
             .2
-            .is_some_and(|t| now.duration_since(t) < NAME_BACKSTOP);
+            .is_some_and(|t| self.backstop.is_none_or(|b| now.duration_since(t) < b));
         if entry.1 || recent || !self.fresh.insert(pid) {
             return (&entry.0, entry.1);
         }
@@ -188,6 +215,14 @@ impl Names {
         self.names.insert(pid, (comm.to_owned(), false, now));
     }
 
+    /// From the kernel's rename event: the new name of a process already
+    /// known (with a cgroup target the kernel reports every process's).
+    fn renamed(&mut self, pid: u32, comm: &str) {
+        if let Some(e) = self.names.get_mut(&pid).filter(|e| !e.1) {
+            e.0 = comm.to_owned();
+        }
+    }
+
     /// Reads the ring buffer, learning names from exit events; returns the
     /// events (at most `keep` of them) for an event log.
     pub fn drain(&mut self, ring: &mut RingBuf<MapData>, keep: usize) -> Vec<Event> {
@@ -200,6 +235,8 @@ impl Names {
                 self.exited(ev.tgid, ev.comm_str());
             } else if ev.kind == event_kind::EXEC {
                 self.execed(ev.tgid, ev.comm_str());
+            } else if ev.kind == event_kind::RENAME {
+                self.renamed(ev.tgid, ev.comm_str());
             }
             if kept.len() < keep {
                 kept.push(ev);
@@ -713,6 +750,41 @@ mod tests {
         c.v[counter::SYSCALLS] = 1;
         c.v[counter::IO_BYTES] = n;
         c
+    }
+
+    #[test]
+    fn names_follow_renames_and_read_proc_again_only_after_lost_events() {
+        let me = std::process::id();
+        let (comm, _) = proc_stat(me).expect("own stat");
+        let mut names = Names::new(true);
+        names.next_sample();
+        assert_eq!(names.get(me), (comm.clone(), false), "read at first sight");
+        // A rename event changes a known name; no /proc read undoes it, in
+        // later samples either (no backstop with the rename hook).
+        names.renamed(me, "renamed");
+        names.next_sample();
+        assert_eq!(names.get(me).0, "renamed");
+        // Unknown processes are not added by a rename (a cgroup target
+        // reports every process's).
+        names.renamed(u32::MAX, "other");
+        assert!(!names.names.contains_key(&u32::MAX));
+        // Dropped events: /proc is read again at the next sample.
+        names.lost_events();
+        names.next_sample();
+        assert_eq!(names.get(me).0, comm);
+        // Without the rename hook, the backstop re-reads after its period
+        // only (not within it).
+        let mut old = Names::new(false);
+        old.next_sample();
+        old.get(me);
+        old.renamed(me, "renamed");
+        old.next_sample();
+        assert_eq!(old.get(me).0, "renamed", "within the backstop period");
+        // An exited process keeps the name it died with.
+        names.exited(me, "gone");
+        names.lost_events();
+        names.next_sample();
+        assert_eq!(names.get(me), ("gone".into(), true));
     }
 
     #[test]

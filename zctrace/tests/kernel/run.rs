@@ -1,6 +1,7 @@
 //! `zctrace run`: real programs traced from their first instruction.
 
 use crate::common::*;
+use serde_json::Value;
 
 #[test]
 #[ignore = "needs root: cargo xtask test runs it"]
@@ -127,4 +128,64 @@ fn run_python_socket_sendfile_is_classified_as_sendfile() {
         32.0,
         32.1,
     );
+}
+
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn a_process_that_renames_itself_is_listed_by_its_new_name_within_a_sample() {
+    // prctl(PR_SET_NAME) half-way through, then the process lives on: the
+    // kernel's rename event names it in the next samples (before the
+    // rename hook, /proc was read again only every 10 s, so the old name
+    // stayed until then; at exit the exit event corrects it, so the check
+    // is on the live samples).
+    let _guard = serial();
+    let s = Scratch::new();
+    let report = s.path("rename.jsonl");
+    let py = "import ctypes, time\n\
+              libc = ctypes.CDLL(None)\n\
+              open('/etc/hostname').read(); time.sleep(1)\n\
+              libc.prctl(15, b'zc-renamed', 0, 0, 0)\n\
+              open('/etc/hostname').read(); time.sleep(2)\n";
+    let out = zctrace(&[
+        "run",
+        "--json",
+        "-o",
+        &report,
+        "--interval",
+        "250ms",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        py,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    final_report(&report, &out);
+    let text = std::fs::read_to_string(&report).expect("report");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let names = |l: &Value| -> Vec<String> {
+        l["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .filter_map(|r| r["comm"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let at = |t: f64| {
+        lines
+            .iter()
+            .filter(|l| l["final"] == false)
+            .find(|l| l["elapsed_s"].as_f64().is_some_and(|e| e >= t))
+            .unwrap_or_else(|| panic!("no live sample after {t} s: {text}"))
+    };
+    assert!(names(at(0.5)).iter().any(|n| n == "python3"), "{text}");
+    let late = names(at(2.0));
+    assert!(late.iter().any(|n| n == "zc-renamed"), "{late:?}");
+    assert!(!late.iter().any(|n| n == "python3"), "{late:?}");
 }
