@@ -135,13 +135,13 @@ impl Probes {
         }
         let mut settled = true;
         let mut changed = false;
-        for (i, slot) in c.rows.iter_mut().enumerate().take(handed_out) {
+        for i in 0..handed_out {
             let rk = keys.get(i);
-            if rk.seq == slot.0 {
+            if rk.seq == c.rows[i].0 {
                 continue;
             }
             if index.get(&rk.key, 0).ok() == Some(i as u32) {
-                *slot = (rk.seq, Some(rk.key));
+                c.set(i, rk.seq, Some(rk.key));
                 changed = true;
             } else {
                 settled = false;
@@ -241,9 +241,7 @@ impl Probes {
             .collect();
         let cache = self.key_cache.get_mut();
         for (idx, seq) in seqs {
-            if let Some(slot) = cache.rows.get_mut(idx as usize) {
-                *slot = (seq, None);
-            }
+            cache.set(idx as usize, seq, None);
         }
         cache.sort();
         let mut free: Queue<_, u32> = Queue::try_from(self.map_mut("FREE_ROWS")?)?;

@@ -173,19 +173,54 @@ pub(crate) struct KeyCache {
     /// The rows with keys, as (key, row), in key order: a snapshot is
     /// built in this order without sorting the rows themselves.
     sorted: Vec<(zctrace_common::CounterKey, u32)>,
+    /// Rows given a key since `sorted` was last brought up to date.
+    fresh: Vec<(zctrace_common::CounterKey, u32)>,
 }
 
 impl KeyCache {
-    /// Rebuilds `sorted` from `rows`.
+    /// Row `i` now holds `key`.
+    fn set(&mut self, i: usize, seq: u64, key: Option<zctrace_common::CounterKey>) {
+        if let Some(slot) = self.rows.get_mut(i) {
+            *slot = (seq, key);
+            if let Some(k) = key {
+                self.fresh.push((k, i as u32));
+            }
+        }
+    }
+
+    /// Brings `sorted` up to date with `rows`: what no longer holds its
+    /// row is dropped, and the rows keyed since are merged in, sorted
+    /// among themselves (a machine where processes come and go keys a few
+    /// rows a sample: re-sorting every row each time cost more than the
+    /// rest of the key reading).
     fn sort(&mut self) {
-        self.sorted.clear();
-        self.sorted.extend(
-            self.rows
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (_, k))| Some(((*k)?, i as u32))),
-        );
-        self.sorted.sort_unstable();
+        let rows = &self.rows;
+        let holds = |&(k, i): &(zctrace_common::CounterKey, u32)| {
+            rows.get(i as usize).and_then(|r| r.1) == Some(k)
+        };
+        self.sorted.retain(holds);
+        let mut fresh = std::mem::take(&mut self.fresh);
+        fresh.retain(holds);
+        if fresh.is_empty() {
+            return;
+        }
+        fresh.sort_unstable();
+        let old = std::mem::take(&mut self.sorted);
+        let mut merged = Vec::with_capacity(old.len() + fresh.len());
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() && j < fresh.len() {
+            if old[i] <= fresh[j] {
+                merged.push(old[i]);
+                i += 1;
+            } else {
+                merged.push(fresh[j]);
+                j += 1;
+            }
+        }
+        merged.extend_from_slice(&old[i..]);
+        merged.extend_from_slice(&fresh[j..]);
+        merged.dedup();
+        self.sorted = merged;
     }
 }
 
@@ -538,6 +573,52 @@ pub fn tier_summary(hooks: &[HookStatus], tier: Tier) -> (usize, usize, Option<&
 #[cfg(test)]
 mod object_tests {
     use super::*;
+
+    /// The cache's merge keeps `sorted` what a full sort of the keyed rows
+    /// gives, through keys given, released and given again (a seeded
+    /// random walk; the full sort is the oracle).
+    #[test]
+    fn the_key_cache_stays_sorted_as_rows_are_keyed_and_released() {
+        let mut c = KeyCache::default();
+        c.rows = vec![(0, None); 64];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..400u64 {
+            for _ in 0..next(6) {
+                let i = next(64) as usize;
+                let seq = c.rows[i].0 + 1;
+                if next(3) == 0 {
+                    c.set(i, seq, None);
+                } else {
+                    let key = zctrace_common::CounterKey {
+                        tgid: next(5) as u32,
+                        tid: 0,
+                        method: next(4) as u32,
+                        call: next(3) as u32,
+                        src: 0,
+                        dst: 0,
+                    };
+                    c.set(i, seq, Some(key));
+                }
+            }
+            if round % 3 == 0 {
+                c.sort();
+                let mut oracle: Vec<_> = c
+                    .rows
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (_, k))| Some(((*k)?, i as u32)))
+                    .collect();
+                oracle.sort_unstable();
+                assert_eq!(c.sorted, oracle, "round {round}");
+            }
+        }
+    }
 
     /// Every program a hook names is in the object build.rs embedded, so a
     /// renamed eBPF function fails here, not as "not attached" at run time.
