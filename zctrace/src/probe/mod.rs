@@ -579,8 +579,10 @@ mod object_tests {
     /// random walk; the full sort is the oracle).
     #[test]
     fn the_key_cache_stays_sorted_as_rows_are_keyed_and_released() {
-        let mut c = KeyCache::default();
-        c.rows = vec![(0, None); 64];
+        let mut c = KeyCache {
+            rows: vec![(0, None); 64],
+            ..KeyCache::default()
+        };
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = |n: u64| {
             seed ^= seed << 13;
