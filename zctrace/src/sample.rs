@@ -279,7 +279,7 @@ impl Sampler {
             let gone = self.probes.remove_process_rows(&dead)?;
             if self.retire == Retire::Keep {
                 for (k, c) in &gone {
-                    self.retired.rows.entry(*k).or_default().add(c);
+                    self.retired.rows.entry_or_default(*k).add(c);
                 }
             } else {
                 // Summed by the ranker; the baseline and the names of

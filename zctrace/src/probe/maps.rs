@@ -1,8 +1,6 @@
 //! Reading and writing the probes' maps: the traced set, the event switch
 //! and ring buffer, the counter rows, the health counters.
 
-use std::collections::BTreeMap;
-
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, Queue, RingBuf};
 use zctrace_common::{CounterKey, Counters, OVERFLOW_ROW, RowKey, config, ledger, stat};
 
@@ -100,13 +98,17 @@ impl Probes {
     pub fn snapshot(&self) -> Result<Snapshot, ProbeError> {
         let mapped = self.rows.as_ref().ok_or(ProbeError::MissingMap("ROWS"))?;
         let cache = self.row_keys()?;
-        // In key order already: the map is built without sorting rows.
-        let rows = cache
-            .sorted
-            .iter()
-            .map(|&(key, i)| (key, mapped.sum(i as usize)))
-            .collect();
-        Ok(Snapshot { rows })
+        // In key order already: each row is written once, where it stays.
+        let mut rows = Vec::with_capacity(cache.sorted.len());
+        rows.extend(
+            cache
+                .sorted
+                .iter()
+                .map(|&(key, i)| (key, mapped.sum(i as usize))),
+        );
+        Ok(Snapshot {
+            rows: crate::model::Rows::from_sorted(rows),
+        })
     }
 
     /// Which row holds which key, brought up to date: the keys are read
@@ -162,7 +164,7 @@ impl Probes {
         let index: HashMap<_, CounterKey, u32> = HashMap::try_from(self.map("ROW_INDEX")?)?;
         let values: Array<_, Counters> = Array::try_from(self.map("ROWS")?)?;
         let cpus = self.rows.as_ref().map_or(0, |r| r.cpus()) as u32;
-        let mut rows = BTreeMap::new();
+        let mut rows = Vec::new();
         'rows: for item in index.iter() {
             // A row recycled between listing and reading is simply skipped.
             let Ok((key, idx)) = item else { continue };
@@ -173,9 +175,11 @@ impl Probes {
                 };
                 sum.add(&c);
             }
-            rows.insert(key, sum);
+            rows.push((key, sum));
         }
-        Ok(Snapshot { rows })
+        Ok(Snapshot {
+            rows: rows.into_iter().collect(),
+        })
     }
 
     /// Recycles the counter rows of these threads (finished demo runs whose
