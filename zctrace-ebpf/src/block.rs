@@ -148,12 +148,14 @@ struct CallRqs {
 #[map]
 static CALL_RQS: LruHashMap<u64, CallRqs> = LruHashMap::with_max_entries(MAX_CALL_RQS, 0);
 
-/// An accumulator's id: the thread and the stamp its call took (the low
-/// bits of the clock when its first request was queued: a thread id used
-/// again later is not taken for the old thread's call).
+/// An accumulator's id: the stamp its call took, the low bits of the
+/// clock when its first request was queued (not the thread id, which an
+/// exec from a secondary thread changes mid-call). Two calls that took the
+/// same stamp cannot share an entry: the second one's insert fails
+/// (`BPF_NOEXIST`) and its requests fall back to the issuing thread.
 #[inline(always)]
-fn call_id(tid: u32, stamp: u32) -> u64 {
-    u64::from(tid) << 32 | u64::from(stamp)
+fn call_id(stamp: u32) -> u64 {
+    u64::from(stamp)
 }
 
 /// [`IN_CALL`]'s `key` field carries the call's id.
@@ -180,13 +182,13 @@ fn open_call(st: &mut ThreadState) -> Option<CounterKey> {
             _pad: 0,
         };
         CALL_RQS
-            .insert(call_id(st.tid, stamp), acc, u64::from(BPF_NOEXIST))
+            .insert(call_id(stamp), acc, u64::from(BPF_NOEXIST))
             .ok()?;
         st.rq_stamp = stamp;
         // The call's return settles it with what hooks deferred.
         st.deferred_any = 1;
     }
-    Some(in_call_key(call_id(st.tid, st.rq_stamp)))
+    Some(in_call_key(call_id(st.rq_stamp)))
 }
 
 /// The slot of an accumulator's bytes for a payload counter.
@@ -233,7 +235,7 @@ fn issue_in_call(key: &CounterKey, idx: usize, len: u64) {
 /// charged there at once.
 #[inline(never)]
 pub fn settle_call(st: &mut ThreadState, row: u32) {
-    let id = call_id(st.tid, st.rq_stamp);
+    let id = call_id(st.rq_stamp);
     st.rq_stamp = 0;
     let Some(acc) = CALL_RQS.get_ptr_mut(id) else {
         return;

@@ -12,8 +12,8 @@
 //!   syscalls pay nothing, but a traced process's other syscalls are not
 //!   seen at all, and each I/O call of an untraced process enters a
 //!   program through a trampoline (`cargo xtask vm-bench` measures both
-//!   inside Debian 6.1 and 6.12: fexit taxes an untraced I/O loop more
-//!   than the tracepoint does).
+//!   inside Debian 6.1 and 6.12: fexit taxes an untraced I/O loop as much
+//!   as the tracepoint does, or more).
 //!
 //! Only a mechanism that sees every syscall of a traced process can give
 //! the counts MEASUREMENT.md defines, so the tracepoint is chosen wherever
@@ -73,7 +73,7 @@ impl Mechanism {
              \x20 not used where it attaches either: it would see only the I/O calls, and every\n\
              \x20 syscall of a traced process is a mode switch to count; it would spare untraced\n\
              \x20 processes' other syscalls the kernel's slower path, but taxes their I/O calls\n\
-             \x20 more than the tracepoint does (`cargo xtask vm-bench`, BENCHMARKS.md)\n"
+             \x20 no less than the tracepoint does (`cargo xtask vm-bench`, BENCHMARKS.md)\n"
         )
     }
 }
