@@ -150,20 +150,20 @@ static CALL_RQS: LruHashMap<u64, CallRqs> = LruHashMap::with_max_entries(MAX_CAL
 
 /// An accumulator's id: the stamp its call took, the low bits of the
 /// clock when its first request was queued (not the thread id, which an
-/// exec from a secondary thread changes mid-call). Two calls that took the
-/// same stamp cannot share an entry: the second one's insert fails
-/// (`BPF_NOEXIST`) and its requests fall back to the issuing thread.
+/// exec from a secondary thread changes mid-call). While a call's entry
+/// is in the map, another call that takes the same stamp cannot share it:
+/// that call's insert fails (`BPF_NOEXIST`) and its requests fall back to
+/// the issuing thread.
 #[inline(always)]
 fn call_id(stamp: u32) -> u64 {
     u64::from(stamp)
 }
 
-/// [`IN_CALL`]'s `key` field carries the call's id.
+/// [`IN_CALL`]'s `key` field carries the call's stamp (in `tid`).
 #[inline(always)]
-fn in_call_key(id: u64) -> CounterKey {
+fn in_call_key(stamp: u32) -> CounterKey {
     CounterKey {
-        tgid: (id >> 32) as u32,
-        tid: id as u32,
+        tid: stamp,
         ..CounterKey::OVERFLOW
     }
 }
@@ -188,7 +188,7 @@ fn open_call(st: &mut ThreadState) -> Option<CounterKey> {
         // The call's return settles it with what hooks deferred.
         st.deferred_any = 1;
     }
-    Some(in_call_key(call_id(st.rq_stamp)))
+    Some(in_call_key(st.rq_stamp))
 }
 
 /// The slot of an accumulator's bytes for a payload counter.
@@ -213,8 +213,7 @@ fn take(acc: *mut CallRqs, idx: usize, row: u32) {
 /// has returned meanwhile.
 #[inline(always)]
 fn issue_in_call(key: &CounterKey, idx: usize, len: u64) {
-    let id = u64::from(key.tgid) << 32 | u64::from(key.tid);
-    let Some(acc) = CALL_RQS.get_ptr_mut(id) else {
+    let Some(acc) = CALL_RQS.get_ptr_mut(call_id(key.tid)) else {
         // Pushed out of the map: nobody's, and said.
         ledger_add(ledger::unattributed(idx, ledger::NO_ROW), len);
         return;

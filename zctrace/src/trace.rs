@@ -935,14 +935,8 @@ mod tests {
     #[test]
     fn rows_per_thread_match_the_map_based_grouping_on_random_snapshots() {
         use FdKind::*;
-        // A small xorshift: the same snapshots on every run.
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        // The same snapshots on every run.
+        let mut next = crate::model::xorshift(0x9E37_79B9_7F4A_7C15);
         let methods = [
             Method::Other,
             Method::ReadWrite,

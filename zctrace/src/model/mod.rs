@@ -442,6 +442,18 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// A small xorshift for randomized tests: the same numbers on every run;
+/// each call gives one below `n`.
+#[cfg(test)]
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,13 +464,7 @@ mod tests {
     #[test]
     fn rows_behave_as_a_map_in_key_order() {
         use std::collections::BTreeMap;
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let key = |next: &mut dyn FnMut(u64) -> u64| CounterKey {
             tgid: next(6) as u32,
             tid: next(3) as u32,

@@ -583,13 +583,7 @@ mod object_tests {
             rows: vec![(0, None); 64],
             ..KeyCache::default()
         };
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::model::xorshift(0x2545_f491_4f6c_dd1d);
         for round in 0..400u64 {
             for _ in 0..next(6) {
                 let i = next(64) as usize;

@@ -71,6 +71,16 @@ fn nginx_is_sendfile_with_sendfile_on_and_read_write_with_it_off() {
     );
 }
 
+/// A report's ledger account of one counter.
+fn account<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["stats"]["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} account: {report}"))
+}
+
 /// Drops `path` from the page cache and checks that it is gone (`fincore`
 /// counts the resident bytes): a cold read's disk bytes are only known
 /// when the cache state is.
@@ -166,16 +176,10 @@ fn disk_reads_queued_behind_an_untraced_fio_are_dd_s_once_each() {
             SCRATCH_LEN as f64,
             SCRATCH_LEN as f64 + 65536.0,
         );
-        let disk = last["stats"]["accounts"]
-            .as_array()
-            .expect("accounts")
-            .iter()
-            .find(|a| a["name"] == "disk_read")
-            .expect("disk_read account")
-            .clone();
+        let disk = account(&last, "disk_read");
         // Kernel threads' own reads are in scope (unattributed), and the
         // machine may do a few; fio's are not.
-        assert!(num(&disk, "unattributed") < 1048576.0, "{disk}");
+        assert!(num(disk, "unattributed") < 1048576.0, "{disk}");
     }
 }
 
@@ -231,12 +235,6 @@ fn tar_reading_cold_files_is_charged_every_disk_byte() {
         (FILES * LEN) as f64,
         (FILES * LEN) as f64 + 262_144.0,
     );
-    let disk = last["stats"]["accounts"]
-        .as_array()
-        .expect("accounts")
-        .iter()
-        .find(|a| a["name"] == "disk_read")
-        .expect("disk_read account")
-        .clone();
-    assert!(num(&disk, "unattributed") < 1048576.0, "{disk}");
+    let disk = account(&last, "disk_read");
+    assert!(num(disk, "unattributed") < 1048576.0, "{disk}");
 }
